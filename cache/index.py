@@ -1,0 +1,78 @@
+"""The FAISS inner-product index over view-0 teacher embeddings (`teacher.faiss` beside the cache)."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from config.atomic import atomic_path
+from config.errors import ConfigError
+
+INDEX_KINDS = ("flat", "ivf")
+TRAIN_POINTS_PER_LIST = 64  # FAISS wants 39..256 training points per inverted list
+TRAIN_SEED = 1234
+
+
+def default_nlist(n: int) -> int:
+    """About 4 * sqrt(N) inverted lists, at least 1 and at most N."""
+    return max(1, min(n, int(round(4 * math.sqrt(n)))))
+
+
+def build_index(emb: np.ndarray, kind: str = "flat", nlist: int = 0, nprobe: int = 16,
+                ids: np.ndarray | None = None) -> faiss.Index:
+    """An inner-product index over emb [N, D] float32 (unit norm: scores are cosines).
+
+    kind "flat": exact `IndexFlatIP`; "ivf": `IndexIVFFlat` with `nlist` lists (0: about 4 * sqrt(N))
+    trained on a seeded sample of up to 64 * nlist rows, searched with `nprobe` lists. Search results
+    are `ids` [N] (e.g. dataset rows) when given, else positions 0..N-1.
+    """
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"cache.index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] == 0:
+        raise ValueError(f"emb must be a non-empty [N, D] array, got shape {emb.shape}")
+    n, dim = emb.shape
+    if ids is not None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if ids.shape != (n,):
+            raise ValueError(f"ids must have shape ({n},), got {ids.shape}")
+    if kind == "flat":
+        flat = faiss.IndexFlatIP(dim)
+        index: faiss.Index = flat if ids is None else faiss.IndexIDMap2(flat)
+    else:
+        lists = min(nlist or default_nlist(n), n)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+        sample = min(n, lists * TRAIN_POINTS_PER_LIST)
+        rng = np.random.default_rng(TRAIN_SEED)
+        train = emb if sample == n else emb[np.sort(rng.choice(n, size=sample, replace=False))]
+        index.cp.seed = TRAIN_SEED
+        index.train(train)
+        index.nprobe = max(1, min(int(nprobe), lists))
+    if ids is None:
+        index.add(emb)
+    else:
+        index.add_with_ids(emb, ids)
+    return index
+
+
+def save_index(index: faiss.Index, path: str | os.PathLike[str]) -> Path:
+    """Write `index` to `path` atomically (temporary name beside it, then rename)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+    return path
+
+
+def load_index(path: str | os.PathLike[str]) -> faiss.Index:
+    """Read an index written by `save_index`; a missing or unreadable file is a ConfigError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"FAISS index '{path}' does not exist; run `python cli.py extract` first")
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as e:
+        raise ConfigError(f"FAISS index '{path}' cannot be read: {e}") from None

@@ -1,0 +1,95 @@
+"""The teacher-cache HDF5 layout (DESIGN.md section 2): dataset and attribute names, attribute coding.
+
+Names here are a file format other tools read: never rename them. Nested attribute values (the
+teacher and dataset fingerprints, the view names) are stored as canonical JSON strings.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+EMBEDDINGS = "embeddings"  # [N, 2, D] float16 | float32, unit norm; view 0 as stored, view 1 flipped
+LABELS = "labels"  # [N] int64
+KEYS = "keys"  # [N] utf-8 variable-length strings
+IDENTITY_ROWS = "identity_rows"  # [n] int64, rows grouped by identity (CSR values)
+IDENTITY_OFFSETS = "identity_offsets"  # [C + 1] int64 (CSR offsets)
+POSITIVES = "positives"  # [N, K] int64, -1 pads
+POSITIVE_SIMS = "positive_sims"  # [N, K] float16
+DONE = "done"  # [N] bool
+
+REQUIRED_DATASETS = (EMBEDDINGS, LABELS, KEYS, IDENTITY_ROWS, IDENTITY_OFFSETS, POSITIVES, POSITIVE_SIMS, DONE)
+PARTIAL_DATASETS = (EMBEDDINGS, LABELS, KEYS, DONE)
+
+ATTR_FORMAT_VERSION = "format_version"
+ATTR_TEACHER = "teacher"
+ATTR_DATASET = "dataset"
+ATTR_EMBEDDING_DIM = "embedding_dim"
+ATTR_DTYPE = "dtype"
+ATTR_VIEWS = "views"
+ATTR_TOOL_VERSION = "tool_version"
+ATTR_CONFIG_HASH = "config_hash"
+ATTR_COMPLETE = "complete"
+
+VIEWS = ("original", "hflip")
+DTYPES = ("float16", "float32")
+# The attributes a partial cache must share with a new run before it may be resumed.
+FINGERPRINT_ATTRS = (ATTR_TEACHER, ATTR_DATASET, ATTR_EMBEDDING_DIM, ATTR_DTYPE)
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON text of `value` (sorted keys, no spaces; numpy scalars/arrays as Python values)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a cache attribute")
+
+
+def encode_attr(value: Any) -> Any:
+    """An HDF5-storable attribute value: mappings and sequences become canonical JSON strings."""
+    if isinstance(value, (Mapping, list, tuple)):
+        return canonical_json(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, bool, int, float)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} in a cache attribute")
+
+
+def decode_attr(value: Any) -> Any:
+    """The Python value of a stored attribute: JSON strings parsed back, numpy scalars unwrapped."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, str):
+        if value[:1] in ("{", "["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def decode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """All attributes of an HDF5 object, decoded."""
+    return {name: decode_attr(value) for name, value in attrs.items()}
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Attribute equality as stored: tuples equal lists, numpy scalars equal Python numbers."""
+    return canonical_json(a) == canonical_json(b)

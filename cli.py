@@ -1,0 +1,128 @@
+"""Command line: `python cli.py {extract|train|distill|evaluate|demo} [--config F] [--set k=v ...]`.
+
+Logs and progress go to stderr; the last line on stdout is one JSON object summing up the run, and the
+same object is written into the run directory. Exit status 0 on success, 2 for usage and config errors,
+1 for failures while running.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from config import ConfigError, PipelineConfig, PipelineError, load_config
+from config.atomic import atomic_write_text
+
+log = logging.getLogger("icdface")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at each record (so it follows click's test runner)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def emit_summary(summary: dict[str, Any], run_dir: str | Path, command: str) -> None:
+    """Write the run's JSON summary into the run directory and print it as the last stdout line."""
+    text = json.dumps(summary, sort_keys=True, default=str)
+    atomic_write_text(Path(run_dir) / f"{command}.json", text + "\n")
+    click.echo(text)
+
+
+def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
+    """Shared options and error handling: ConfigError -> exit 2, PipelineError -> exit 1."""
+
+    @click.option("--config", "config_path", default="pipeline.toml", show_default=True,
+                  type=click.Path(dir_okay=False), help="Pipeline configuration file.")
+    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                  help="Override a config key (repeatable); the value is read as TOML.")
+    @functools.wraps(fn)
+    def wrapper(config_path: str, overrides: tuple[str, ...], **kwargs: Any) -> None:
+        _setup_logging()
+        try:
+            cfg = load_config(config_path, overrides)
+            summary = fn(cfg, **kwargs)
+        except ConfigError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except PipelineError as e:
+            click.echo(f"failed: {e}", err=True)
+            sys.exit(1)
+        emit_summary(summary, cfg.run.dir, fn.__name__.removeprefix("cmd_"))
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """ICD-Face distillation: teacher cache (extract), student training (train, distill), evaluation."""
+
+
+@main.command("extract")
+@click.option("--strict", is_flag=True, help="Treat an unreadable image as fatal instead of skipping it.")
+@_command
+def cmd_extract(cfg: PipelineConfig, strict: bool) -> dict[str, Any]:
+    """Stage one: run the teacher once and write the HDF5 embedding cache plus the FAISS index."""
+    from stages.extract import run_extract
+
+    return run_extract(cfg, strict=strict)
+
+
+@main.command("train")
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in run.dir.")
+@_command
+def cmd_train(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
+    """Train the [student] model with the margin loss only (teacher training, no-KD baseline)."""
+    from stages.train import run_train
+
+    return run_train(cfg, resume=resume)
+
+
+@main.command("distill")
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in run.dir.")
+@_command
+def cmd_distill(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
+    """Stage two: train the student with ICD-Face against the cached teacher embeddings."""
+    from stages.distill import run_distill
+
+    return run_distill(cfg, resume=resume)
+
+
+@main.command("evaluate")
+@_command
+def cmd_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
+    """Face verification (LFW pairs.txt, insightface .bin) of a student, teacher, cache or checkpoint."""
+    from stages.evaluate.run import run_evaluate
+
+    return run_evaluate(cfg)
+
+
+@main.command("demo")
+@click.option("--quick", is_flag=True, help="A tiny version of the demo for smoke tests.")
+@_command
+def cmd_demo(cfg: PipelineConfig, quick: bool) -> dict[str, Any]:
+    """The whole pipeline on the synthetic default: teacher, cache, three students, report."""
+    from stages.demo import run_demo
+
+    return run_demo(cfg, quick=quick)
+
+
+if __name__ == "__main__":
+    main()

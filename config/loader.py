@@ -1,0 +1,210 @@
+"""Read `pipeline.toml` into `PipelineConfig`, apply `--set` overrides, validate, hash and save."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from config.errors import ConfigError
+from config.schema import PipelineConfig
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": ("synthetic", "folder", "rec", "list"),
+    "teacher.input_layout": ("NCHW", "NHWC"),
+    "teacher.color": ("RGB", "BGR"),
+    "cache.dtype": ("float16", "float32"),
+    "cache.index": ("flat", "ivf"),
+    "cache.in_ram": ("auto", "always", "never"),
+    "loss.head": ("arcface", "cosface"),
+    "icd.kl_direction": ("teacher_student", "student_teacher"),
+    "train.optimizer": ("sgd", "adamw"),
+    "train.schedule": ("cosine", "step", "constant"),
+    "train.amp": ("auto", "none", "bf16", "fp16"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and item_tp is str and isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}': expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"config key '{key}': unsupported type {tp}")  # pragma: no cover
+
+
+def _fill(obj: Any, table: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for name, value in table.items():
+        key = f"{prefix}{name}"
+        if name not in fields:
+            valid = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown config key '{key}' (valid keys in [{prefix.rstrip('.') or 'top level'}]: {valid})")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}': expected a table [{key}], got {value!r}")
+            _fill(getattr(obj, name), value, f"{key}.")
+        else:
+            setattr(obj, name, _coerce(value, tp, key))
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    parts = key.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"--set '{text}': key must be section.key (for example train.steps=100)")
+    return parts, value
+
+
+def _nest(parts: list[str], value: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {parts[-1]: value}
+    for p in reversed(parts[:-1]):
+        out = {p: out}
+    return out
+
+
+def validate(cfg: PipelineConfig) -> None:
+    """Check enumerated choices and value ranges, naming the offending key."""
+    for key, choices in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(choices)}")
+    if cfg.data.image_size < 16 or cfg.data.image_size % 16:
+        raise ConfigError(f"config key 'data.image_size': {cfg.data.image_size} must be a multiple of 16 (>= 16)")
+    if cfg.train.images_per_identity < 2:
+        raise ConfigError("config key 'train.images_per_identity': must be >= 2 (positive pairs need two images)")
+    if not 0.0 <= cfg.train.random_share <= 1.0:
+        raise ConfigError("config key 'train.random_share': must lie in [0, 1]")
+    if cfg.train.batch_size < 2:
+        raise ConfigError("config key 'train.batch_size': must be >= 2")
+    for key in ("teacher.mean", "teacher.std"):
+        section, name = key.split(".")
+        if len(getattr(cfg.teacher, name)) != 3:
+            raise ConfigError(f"config key '{key}': expected 3 per-channel values")
+    if any(s == 0 for s in cfg.teacher.std):
+        raise ConfigError("config key 'teacher.std': values must be non-zero")
+    if cfg.icd.sigma <= 0 or cfg.icd.grid_step <= 0:
+        raise ConfigError("config keys 'icd.sigma' and 'icd.grid_step' must be positive")
+
+
+def load_config(path: str | os.PathLike[str] | None = "pipeline.toml", overrides: typing.Sequence[str] = ()) -> PipelineConfig:
+    """Build the config from defaults, then the TOML file (if any), then `--set` overrides."""
+    cfg = PipelineConfig()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' not found")
+        try:
+            table = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file '{p}': {e}") from None
+        _fill(cfg, table, "")
+    for text in overrides:
+        parts, value = _parse_override(text)
+        _fill(cfg, _nest(parts, value), "")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(table: dict[str, Any], source: str = "stored config") -> PipelineConfig:
+    """Rebuild a validated config from its dict form (as stored in checkpoints)."""
+    cfg = PipelineConfig()
+    try:
+        _fill(cfg, table, "")
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_toml(cfg: PipelineConfig) -> str:
+    """Serialise the resolved config as TOML (sections and one level of sub-tables)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        raise TypeError(type(v))
+
+    lines: list[str] = []
+
+    def emit(name: str, table: dict[str, Any]) -> None:
+        lines.append(f"[{name}]")
+        subs = []
+        for k, v in table.items():
+            if isinstance(v, dict):
+                subs.append((k, v))
+            else:
+                lines.append(f"{k} = {fmt(v)}")
+        lines.append("")
+        for k, v in subs:
+            emit(f"{name}.{k}", v)
+
+    for section, table in to_dict(cfg).items():
+        emit(section, table)
+    return "\n".join(lines)
+
+
+def config_hash(cfg: PipelineConfig | dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the resolved config."""
+    d = cfg if isinstance(cfg, dict) else to_dict(cfg)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def save_resolved(cfg: PipelineConfig, directory: str | os.PathLike[str], name: str = "config.toml") -> Path:
+    """Write the resolved config next to an output, atomically; returns its path."""
+    from config.atomic import atomic_write_text
+
+    out = Path(directory) / name
+    atomic_write_text(out, to_toml(cfg))
+    return out
+
+
+__all__ = ["load_config", "config_from_dict", "validate", "to_dict", "to_toml", "config_hash", "save_resolved"]

@@ -1,0 +1,149 @@
+"""Typed configuration: one dataclass per `pipeline.toml` section.
+
+Names follow `DESIGN.md` section 5; every field has the default shown in the design card.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunConfig:
+    dir: str = "runs/default"
+    seed: int = 0
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+
+
+@dataclass
+class SyntheticConfig:
+    """The embedded default data set: face-like identities rendered on the fly."""
+
+    identities: int = 64
+    images_per_identity: int = 24
+    seed: int = 1234
+    difficulty: float = 1.0
+    heldout_identities: int = 32
+    heldout_images_per_identity: int = 8
+    heldout_pairs: int = 600
+
+
+@dataclass
+class DataConfig:
+    format: str = "synthetic"  # synthetic | folder | rec | list
+    root: str = ""
+    image_size: int = 112
+    workers: int = 2
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class TeacherConfig:
+    arch: str = "iresnet50"  # iresnet18/34/50/100, mobilefacenet, timm/<name>, onnx, torchscript
+    weights: str = ""
+    embedding_size: int = 512
+    input_layout: str = "NCHW"  # NCHW | NHWC
+    color: str = "RGB"  # RGB | BGR
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    input_size: int = 0  # 0: data.image_size
+    batch_size: int = 128
+
+
+@dataclass
+class StudentConfig:
+    arch: str = "mobilefacenet"
+    embedding_size: int = 512
+    dropout: float = 0.0
+
+
+@dataclass
+class CacheConfig:
+    path: str = ""  # "": <run.dir>/cache/teacher.h5
+    dtype: str = "float16"  # float16 | float32
+    positives_k: int = 8
+    index: str = "flat"  # flat | ivf
+    ivf_nlist: int = 0  # 0: about 4 * sqrt(N)
+    ivf_nprobe: int = 16
+    in_ram: str = "auto"  # auto | always | never
+    ram_limit_gb: float = 8.0
+    chunk_rows: int = 1024
+
+
+@dataclass
+class LossConfig:
+    head: str = "arcface"  # arcface | cosface
+    scale: float = 64.0
+    margin: float = 0.5
+    fcd_weight: float = 1.0
+    sdc_weight: float = 1.0
+
+
+@dataclass
+class IcdConfig:
+    """Section 1's choices for the similarity-distribution-consistency term."""
+
+    in_batch: bool = True
+    use_bank: bool = True
+    bank_size: int = 8
+    max_age: int = 1000
+    grid_step: float = 0.01
+    sigma: float = 0.1
+    kl_eps: float = 1e-10
+    kl_direction: str = "teacher_student"  # teacher_student: KL(P_t || P_s) | student_teacher
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 0  # total optimiser steps; 0: derived from epochs
+    epochs: float = 10.0
+    batch_size: int = 128
+    identities_per_batch: int = 0  # P; 0: batch_size // images_per_identity
+    images_per_identity: int = 4  # M >= 2
+    random_share: float = 0.0
+    optimizer: str = "sgd"  # sgd | adamw
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | step | constant
+    milestones: list[float] = field(default_factory=lambda: [0.6, 0.85])  # fractions of steps
+    gamma: float = 0.1
+    grad_clip: float = 5.0
+    amp: str = "auto"  # auto | none | bf16 | fp16
+    checkpoint_every: int = 500
+    log_every: int = 20
+    eval_every: int = 0
+    resume: str = ""  # "": fresh; "auto": latest checkpoint in run.dir; or a checkpoint path
+
+
+@dataclass
+class EvalConfig:
+    pairs: list[str] = field(default_factory=list)
+    root: str = ""
+    model: str = "student"  # student | teacher | cache | <checkpoint path>
+    batch_size: int = 256
+    nfolds: int = 10
+
+
+@dataclass
+class DemoConfig:
+    """`python cli.py demo`: budgets of the teacher and the three students; seeds of the students."""
+
+    teacher_epochs: float = 8.0
+    teacher_lr: float = 0.1
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class PipelineConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    icd: IcdConfig = field(default_factory=IcdConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)

@@ -1,0 +1,92 @@
+"""Similarity distribution consistency (L_sdc of ICD-Face, Yu et al., ICCV 2023).
+
+Similarities of positive pairs are turned into distributions by a Gaussian kernel density on a
+fixed grid over [-1, 1], as in DDL (Huang et al., "Improving Face Recognition from Hard Samples via
+Distribution Distillation Loss", ECCV 2020); the student's distribution is pulled to the teacher's by KL.
+"""
+from __future__ import annotations
+
+import torch
+
+from config.errors import ConfigError
+
+KL_DIRECTIONS = ("teacher_student", "student_teacher")
+_MIN_MASS = 1e-30
+
+
+def similarity_grid(step: float, device: torch.device | str | None = None) -> torch.Tensor:
+    """Grid [G] float32 over [-1, 1] inclusive with spacing ``step`` (cosine units), G = round(2/step) + 1.
+
+    The histogram support of DDL (ECCV 2020) as used by ICD-Face (ICCV 2023); default step 0.01 -> G = 201.
+    """
+    if not step > 0:
+        raise ConfigError(f"config key 'icd.grid_step' must be positive, got {step}")
+    points = max(int(round(2.0 / step)) + 1, 2)
+    return torch.linspace(-1.0, 1.0, points, dtype=torch.float32, device=device)
+
+
+def kernel_density(sims: torch.Tensor, grid: torch.Tensor, sigma: float,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Gaussian kernel density of similarities on a grid, normalised to sum 1 (DDL, ECCV 2020; ICD-Face, ICCV 2023).
+
+    p[g] = sum_k w_k exp(-(grid[g] - sims[k])^2 / (2 sigma^2)) / sum_g (...). ``sims`` [P] cosine
+    similarities, ``grid`` [G], ``sigma`` bandwidth in cosine units, ``weights`` [P] optional
+    non-negative pair weights (bool masks allowed). Returns [G] in float32 or wider; all zeros (no NaN) when there
+    is no mass (P == 0 or all weights 0).
+    """
+    if sims.dim() != 1 or grid.dim() != 1:
+        raise ValueError(f"kernel_density: expected sims [P] and grid [G], got {tuple(sims.shape)} and "
+                         f"{tuple(grid.shape)}")
+    if not sigma > 0:
+        raise ConfigError(f"config key 'icd.sigma' must be positive, got {sigma}")
+    dtype = torch.promote_types(torch.promote_types(sims.dtype, grid.dtype), torch.float32)
+    diff = grid.to(dtype)[None, :] - sims.to(dtype)[:, None]
+    kernel = torch.exp(-diff.pow(2) / (2.0 * sigma * sigma))
+    if weights is not None:
+        if weights.shape != sims.shape:
+            raise ValueError(f"kernel_density: weights {tuple(weights.shape)} must match sims {tuple(sims.shape)}")
+        kernel = kernel * weights.to(kernel.dtype)[:, None]
+    density = kernel.sum(dim=0)
+    return density / density.sum().clamp_min(_MIN_MASS)
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float) -> torch.Tensor:
+    """KL(p || q) = sum_g p_g (log(p_g + eps) - log(q_g + eps)) in nats (ICD-Face, ICCV 2023).
+
+    ``p``, ``q`` [G] discrete distributions on the same grid; ``eps`` keeps the logs finite. Scalar.
+    """
+    if p.shape != q.shape:
+        raise ValueError(f"kl_divergence: p {tuple(p.shape)} and q {tuple(q.shape)} must have the same shape")
+    return (p * (torch.log(p + eps) - torch.log(q + eps))).sum()
+
+
+def similarity_distribution_consistency(
+    student_sims: torch.Tensor,
+    teacher_sims: torch.Tensor,
+    grid: torch.Tensor,
+    sigma: float,
+    eps: float,
+    direction: str = "teacher_student",
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L_sdc: KL between the teacher's and the student's positive-pair similarity distributions (ICD-Face, ICCV 2023).
+
+    ``student_sims`` [P] and ``teacher_sims`` [P] are cosine similarities of the same positive pairs,
+    ``grid`` [G] from ``similarity_grid``, ``sigma`` the KDE bandwidth, ``eps`` the KL epsilon,
+    ``weights`` [P] optional pair weights/mask applied to both sides. The teacher side is detached.
+    ``direction`` "teacher_student" = KL(P_t || P_s), "student_teacher" = KL(P_s || P_t).
+    Returns a float32 scalar in nats; 0 (graph kept) when there are no pairs.
+    """
+    if direction not in KL_DIRECTIONS:
+        raise ConfigError(f"config key 'icd.kl_direction': unknown direction {direction!r} "
+                          f"(expected one of {KL_DIRECTIONS})")
+    if student_sims.shape != teacher_sims.shape or student_sims.dim() != 1:
+        raise ValueError(f"similarity_distribution_consistency: expected student and teacher sims [P] of equal "
+                         f"shape, got {tuple(student_sims.shape)} and {tuple(teacher_sims.shape)}")
+    if student_sims.numel() == 0:
+        return student_sims.to(torch.promote_types(student_sims.dtype, torch.float32)).sum() * 0.0
+    p_student = kernel_density(student_sims, grid, sigma, weights)
+    p_teacher = kernel_density(teacher_sims.detach(), grid, sigma, None if weights is None else weights.detach())
+    if direction == "teacher_student":
+        return kl_divergence(p_teacher, p_student, eps)
+    return kl_divergence(p_student, p_teacher, eps)

@@ -1,0 +1,68 @@
+"""List-file data sets: one `path label` line per image."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from config.errors import ConfigError
+from readers.base import CorruptImageError, FaceDataset, decode_image, remap_labels
+
+
+class ListDataset(FaceDataset):
+    """Rows from a text file of `path label` lines.
+
+    A path is relative to the list file's folder unless absolute; it may contain spaces (the label is
+    the last field). Blank lines and lines starting with `#` are skipped. Integer labels are remapped to
+    0..C-1 in the sorted order of the distinct values. The key of a row is its path as written.
+    """
+
+    def __init__(self, list_file: str | os.PathLike[str], image_size: int) -> None:
+        path = Path(list_file)
+        if not path.is_file():
+            raise ConfigError(f"list file '{path}' not found")
+        keys: list[str] = []
+        raw: list[int] = []
+        seen: dict[str, int] = {}
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                text = line.strip()
+                if not text or text.startswith("#"):
+                    continue
+                fields = text.rsplit(None, 1)
+                if len(fields) != 2:
+                    raise ConfigError(f"list file '{path}', line {lineno}: expected 'path label', got {text!r}")
+                rel, label = fields
+                try:
+                    raw.append(int(label))
+                except ValueError:
+                    raise ConfigError(
+                        f"list file '{path}', line {lineno}: label {label!r} is not an integer"
+                    ) from None
+                if rel in seen:
+                    raise ConfigError(f"list file '{path}', line {lineno}: '{rel}' already listed on line {seen[rel]}")
+                seen[rel] = lineno
+                keys.append(rel)
+        if not keys:
+            raise ConfigError(f"list file '{path}' lists no images")
+        self._base = path.resolve().parent
+        first = self._path(keys[0])
+        if not first.is_file():
+            raise ConfigError(
+                f"list file '{path}', line {seen[keys[0]]}: image '{first}' not found "
+                "(relative paths are read from the list file's folder)"
+            )
+        super().__init__("list", os.path.abspath(path), image_size, keys, remap_labels(np.asarray(raw)))
+
+    def _path(self, key: str) -> Path:
+        p = Path(key)
+        return p if p.is_absolute() else self._base / p
+
+    def load(self, index: int) -> np.ndarray:
+        key = self.keys[index]
+        try:
+            data = self._path(key).read_bytes()
+        except OSError as e:
+            raise CorruptImageError(key, f"cannot read: {e.strerror or e}") from None
+        return decode_image(data, key, self.image_size)

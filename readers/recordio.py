@@ -1,0 +1,365 @@
+"""MXNet RecordIO (`train.rec` + `train.idx`) in pure Python, with the insightface conventions.
+
+File layout (dmlc-core `recordio.cc`): each chunk is a little-endian uint32 magic 0xced7230a, a uint32
+`lrecord = (cflag << 29) | length`, then `length` payload bytes zero-padded to a multiple of 4. The
+writer splits a record wherever the magic word occurs at a 4-aligned payload position: the magic is
+dropped and the pieces become chunks with cflag 1 (first), 2 (middle), 3 (last); the reader re-inserts
+the magic between pieces. cflag 0 is a whole record. The `.idx` file has `key\\toffset` lines.
+
+Payloads (`mx.recordio.pack`) start with the 24-byte IRHeader `IfQQ` (flag, label, id, id2); when
+flag > 0 the label is `flag` float32 values following the header. insightface: record 0 is a header
+whose label[0] is one past the last image key (images are keys 1..label[0]-1) and label[1] the end of
+the identity-record range; image records hold a scalar label and JPEG bytes.
+"""
+from __future__ import annotations
+
+import io
+import os
+import struct
+from collections.abc import Iterable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from config.atomic import atomic_path
+from config.errors import ConfigError
+from readers.base import CorruptImageError, FaceDataset, decode_image, remap_labels
+
+MAGIC = 0xCED7230A
+MAGIC_BYTES = struct.pack("<I", MAGIC)
+LENGTH_MASK = (1 << 29) - 1
+IR_FORMAT = "<IfQQ"
+IR_SIZE = struct.calcsize(IR_FORMAT)  # 24
+
+
+class IRHeader(NamedTuple):
+    """MXNet image-record header; `label` is a float, or float32 [flag] when flag > 0."""
+
+    flag: int
+    label: float | np.ndarray
+    id: int
+    id2: int
+
+
+def _pad4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def pack_image(label: float, jpeg: bytes, id: int = 0) -> bytes:
+    """Payload of one image record: IRHeader(flag 0, scalar label, id, 0) then the encoded image."""
+    return struct.pack(IR_FORMAT, 0, float(label), int(id), 0) + bytes(jpeg)
+
+
+def pack_header(first: int, end: int) -> bytes:
+    """Payload of insightface record 0: flag 2, label [first, end].
+
+    `first` is one past the last image key (= the first identity-record key), `end` one past the last
+    identity-record key.
+    """
+    label = np.asarray([first, end], dtype="<f4")
+    return struct.pack(IR_FORMAT, label.size, 0.0, 0, 0) + label.tobytes()
+
+
+def pack_label_array(label: Iterable[float], payload: bytes = b"", id: int = 0) -> bytes:
+    """Payload with a vector label (flag = its length), as `mx.recordio.pack` writes it."""
+    arr = np.asarray(list(label), dtype="<f4")
+    return struct.pack(IR_FORMAT, arr.size, 0.0, int(id), 0) + arr.tobytes() + bytes(payload)
+
+
+def unpack(payload: bytes) -> tuple[IRHeader, bytes]:
+    """Split a payload into its IRHeader and the bytes after it; ValueError if too short."""
+    if len(payload) < IR_SIZE:
+        raise ValueError(f"record of {len(payload)} bytes is shorter than the {IR_SIZE}-byte IRHeader")
+    flag, label, rid, rid2 = struct.unpack_from(IR_FORMAT, payload)
+    rest = payload[IR_SIZE:]
+    if flag > 0:
+        if len(rest) < 4 * flag:
+            raise ValueError(f"IRHeader announces {flag} label values but the record ends first")
+        return IRHeader(flag, np.frombuffer(rest, dtype="<f4", count=flag).copy(), rid, rid2), rest[4 * flag:]
+    return IRHeader(flag, float(label), rid, rid2), rest
+
+
+def scalar_label(header: IRHeader) -> float:
+    """The identity label of an image record: the scalar, or the first value of a vector label."""
+    return float(header.label) if header.flag == 0 else float(header.label[0])
+
+
+class RecordIOWriter:
+    """Write an indexed RecordIO pair atomically: both files appear on `close()`, none on an error."""
+
+    def __init__(self, rec_path: str | os.PathLike[str], idx_path: str | os.PathLike[str]) -> None:
+        self._stack = ExitStack()
+        rec_tmp = self._stack.enter_context(atomic_path(rec_path))
+        idx_tmp = self._stack.enter_context(atomic_path(idx_path))
+        self._rec = open(rec_tmp, "wb")
+        self._idx = open(idx_tmp, "w", encoding="ascii")
+        self._keys: set[int] = set()
+
+    def write(self, idx: int, payload: bytes) -> None:
+        """Append record `idx` (unique non-negative int), splitting it at aligned magic words."""
+        idx = int(idx)
+        if idx < 0 or idx in self._keys:
+            raise ValueError(f"record key {idx} is negative or already written")
+        if len(payload) > LENGTH_MASK:
+            raise ValueError(f"record {idx} has {len(payload)} bytes; RecordIO allows < 2**29")
+        self._keys.add(idx)
+        self._idx.write(f"{idx}\t{self._rec.tell()}\n")
+        view = memoryview(payload)
+        start = 0
+        split = False
+        hit = payload.find(MAGIC_BYTES)
+        while hit != -1:
+            if hit % 4:
+                hit = payload.find(MAGIC_BYTES, hit + 1)
+                continue
+            self._chunk(2 if split else 1, view[start:hit])
+            split = True
+            start = hit + 4
+            hit = payload.find(MAGIC_BYTES, start)
+        self._chunk(3 if split else 0, view[start:])
+
+    def _chunk(self, cflag: int, data: memoryview) -> None:
+        self._rec.write(struct.pack("<II", MAGIC, (cflag << 29) | len(data)))
+        self._rec.write(data)
+        self._rec.write(b"\0" * (_pad4(len(data)) - len(data)))
+
+    def close(self) -> None:
+        """Finish both files and move them into place."""
+        self._rec.close()
+        self._idx.close()
+        self._stack.close()
+
+    def __enter__(self) -> RecordIOWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._rec.close()
+        self._idx.close()
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+class RecordIOReader:
+    """Random access to an indexed RecordIO file; safe to use from forked or spawned workers."""
+
+    def __init__(self, rec_path: str | os.PathLike[str], idx_path: str | os.PathLike[str]) -> None:
+        self.rec_path = Path(rec_path)
+        self.idx_path = Path(idx_path)
+        for p, what in ((self.rec_path, "RecordIO file"), (self.idx_path, "RecordIO index")):
+            if not p.is_file():
+                raise ConfigError(f"{what} '{p}' not found")
+        self.offsets: dict[int, int] = {}
+        with open(self.idx_path, encoding="ascii", errors="replace") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                fields = line.split()
+                try:
+                    key, offset = int(fields[0]), int(fields[1])
+                    if len(fields) != 2 or offset < 0:
+                        raise ValueError
+                except (ValueError, IndexError):
+                    raise ConfigError(
+                        f"RecordIO index '{self.idx_path}', line {lineno}: expected 'key<TAB>offset', got {line.strip()!r}"
+                    ) from None
+                self.offsets[key] = offset
+        self.keys = list(self.offsets)
+        self.size = self.rec_path.stat().st_size
+        self._fd: int | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fd"], state["_pid"] = None, -1
+        return state
+
+    def _pread(self, n: int, offset: int) -> bytes:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.rec_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            self._pid = os.getpid()
+        if hasattr(os, "pread"):
+            return os.pread(self._fd, n, offset)
+        os.lseek(self._fd, offset, os.SEEK_SET)
+        return os.read(self._fd, n)
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _truncated(self, pos: int) -> ConfigError:
+        return ConfigError(
+            f"RecordIO file '{self.rec_path}': truncated record at byte offset {pos} (file has {self.size} bytes)"
+        )
+
+    def read_at(self, offset: int, prefix: int | None = None) -> tuple[bytes, int]:
+        """The record starting at byte `offset` (its first `prefix` bytes if given) and the offset after it.
+
+        Every chunk header is checked, so a bad magic or a file ending mid-record raises ConfigError
+        naming the byte offset.
+        """
+        want = 8 + (prefix if prefix is not None else 0)
+        head = self._pread(want, offset)
+        parts: list[bytes] = []
+        have = 0
+        pos = offset
+        first = True
+        while True:
+            if len(head) < 8:
+                raise self._truncated(pos)
+            magic, lrec = struct.unpack_from("<II", head)
+            if magic != MAGIC:
+                raise ConfigError(f"RecordIO file '{self.rec_path}': bad magic 0x{magic:08x} at byte offset {pos}")
+            cflag, length = lrec >> 29, lrec & LENGTH_MASK
+            if cflag > 3 or (cflag in (0, 1)) != first:
+                raise ConfigError(f"RecordIO file '{self.rec_path}': unexpected chunk flag {cflag} at byte offset {pos}")
+            if pos + 8 + length > self.size:
+                raise self._truncated(pos)
+            need = length if prefix is None else min(length, max(prefix - have, 0))
+            if need:
+                data = head[8:8 + need] if len(head) >= 8 + need else self._pread(need, pos + 8)
+                parts.append(data)
+                have += need
+            pos += 8 + _pad4(length)
+            if cflag in (0, 3):
+                break
+            parts.append(MAGIC_BYTES)
+            have += 4
+            first = False
+            head = self._pread(8 if prefix is None else 8 + max(prefix - have, 0), pos)
+        payload = b"".join(parts)
+        return (payload if prefix is None else payload[:prefix]), pos
+
+    def offset_of(self, key: int) -> int:
+        try:
+            return self.offsets[key]
+        except KeyError:
+            raise ConfigError(f"RecordIO index '{self.idx_path}' has no record {key}") from None
+
+    def read_idx(self, key: int) -> bytes:
+        """The payload of record `key`."""
+        return self.read_at(self.offset_of(key))[0]
+
+    def __enter__(self) -> RecordIOReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _split_rec_path(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.is_dir():
+        return p / "train.rec", p / "train.idx"
+    return p, p.with_suffix(".idx")
+
+
+class RecordIODataset(FaceDataset):
+    """insightface training set in RecordIO; `path` is a folder with train.rec + train.idx, or a .rec.
+
+    Image keys come from record 0 (1..label[0]-1) or, without such a header, every key of the .idx in
+    file order. Labels are read from each record's IRHeader at construction (remapped to 0..C-1 in
+    sorted order, the identity for insightface sets); this also checks every record's chunk chain.
+    Key = str(record key).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], image_size: int) -> None:
+        rec_path, idx_path = _split_rec_path(path)
+        self.reader = RecordIOReader(rec_path, idx_path)
+        if not self.reader.keys:
+            raise ConfigError(f"RecordIO index '{idx_path}' lists no records")
+        image_keys = self._image_keys()
+        raw = np.empty(len(image_keys), dtype=np.int64)
+        for i, key in enumerate(image_keys):
+            offset = self.reader.offset_of(key)
+            label = self._label_at(key, offset)
+            if label != int(label):
+                raise ConfigError(f"RecordIO file '{rec_path}': record {key} has non-integer label {label}")
+            raw[i] = int(label)
+        self._offsets = np.asarray([self.reader.offsets[k] for k in image_keys], dtype=np.int64)
+        super().__init__("rec", os.path.abspath(rec_path), image_size, [str(k) for k in image_keys], remap_labels(raw))
+
+    def _image_keys(self) -> list[int]:
+        if 0 not in self.reader.offsets:
+            return list(self.reader.keys)
+        try:
+            header, _ = unpack(self.reader.read_idx(0))
+        except ValueError as e:
+            raise ConfigError(f"RecordIO file '{self.reader.rec_path}', record 0: {e}") from None
+        if header.flag > 0:
+            end = int(header.label[0])
+            missing = [k for k in range(1, end) if k not in self.reader.offsets]
+            if missing:
+                raise ConfigError(
+                    f"RecordIO index '{self.reader.idx_path}': header record 0 announces images 1..{end - 1} "
+                    f"but key {missing[0]} is missing ({len(missing)} missing)"
+                )
+            return list(range(1, end))
+        return list(self.reader.keys)
+
+    def _label_at(self, key: int, offset: int) -> float:
+        payload, _ = self.reader.read_at(offset, prefix=IR_SIZE + 4)
+        flag = struct.unpack_from("<I", payload)[0] if len(payload) >= 4 else 0
+        if flag > 1:
+            payload, _ = self.reader.read_at(offset, prefix=IR_SIZE + 4 * flag)
+        try:
+            return scalar_label(unpack(payload)[0])
+        except ValueError as e:
+            raise ConfigError(f"RecordIO file '{self.reader.rec_path}', record {key} at byte offset {offset}: {e}") from None
+
+    def load(self, index: int) -> np.ndarray:
+        key = self.keys[index]
+        payload, _ = self.reader.read_at(int(self._offsets[index]))
+        try:
+            _, image = unpack(payload)
+        except ValueError as e:
+            raise CorruptImageError(key, str(e)) from None
+        return decode_image(image, key, self.image_size)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """JPEG bytes of a uint8 [H, W, 3] RGB array."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def write_rec_dataset(
+    images_labels: Iterable[tuple[np.ndarray | bytes, int]],
+    rec_path: str | os.PathLike[str],
+    idx_path: str | os.PathLike[str],
+    quality: int = 95,
+) -> int:
+    """Write (image, label) rows as an insightface .rec/.idx pair; returns the number of images.
+
+    Images (uint8 RGB arrays, JPEG-encoded here, or already encoded bytes) become keys 1..n; record 0
+    is the header. When each label's rows are contiguous, identity records n+1.. follow (label = the
+    [start, end) key range of the identity's images), as in insightface's own sets.
+    """
+    rows = [(img if isinstance(img, (bytes, bytearray)) else encode_jpeg(img, quality), int(label))
+            for img, label in images_labels]
+    n = len(rows)
+    groups: list[tuple[int, int]] = []
+    for key, (_, label) in enumerate(rows, start=1):
+        if groups and rows[groups[-1][0] - 1][1] == label:
+            groups[-1] = (groups[-1][0], key + 1)
+        else:
+            groups.append((key, key + 1))
+    contiguous = len(groups) == len({label for _, label in rows})
+    if not contiguous:
+        groups = []
+    with RecordIOWriter(rec_path, idx_path) as w:
+        w.write(0, pack_header(n + 1, n + 1 + len(groups)))
+        for key, (data, label) in enumerate(rows, start=1):
+            w.write(key, pack_image(label, data))
+        for i, (start, end) in enumerate(groups):
+            w.write(n + 1 + i, pack_label_array([start, end]))
+    return n

@@ -1,0 +1,137 @@
+"""Stage one (`python cli.py extract`): run the teacher once, write the HDF5 cache and the FAISS index.
+
+Decoding runs in DataLoader workers while the main process runs the teacher; embeddings of the image
+and of its horizontal flip are written in blocks, with the `done` mask making the run resumable.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from cache import CacheWriter, TeacherCache, build_index, build_positives, identity_csr, quality_report, save_index
+from config import ConfigError, PipelineConfig, PipelineError, config_hash, save_resolved
+from config.atomic import atomic_write_text
+from models import build_teacher
+from readers import build_dataset
+from readers.torch_rows import ImageRows
+from stages.runtime import cache_path, index_path, quality_path, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+TOOL_VERSION = "0.1.0"
+
+
+def cache_fingerprint(cfg: PipelineConfig, dataset_info: dict[str, Any], teacher_info: dict[str, Any]) -> dict[str, Any]:
+    """The attributes a cache must share with a later run: teacher, data listing, dimension, dtype."""
+    return {
+        "teacher": teacher_info,
+        "dataset": dataset_info,
+        "embedding_dim": cfg.teacher.embedding_size,
+        "dtype": cfg.cache.dtype,
+    }
+
+
+def _embed_views(teacher: Any, images: torch.Tensor) -> np.ndarray:
+    """Unit-norm teacher embeddings of the images and their horizontal flips: [B, 2, D] float32."""
+    views = torch.stack([teacher.embed(images), teacher.embed(images.flip(2))], dim=1)
+    views = torch.nn.functional.normalize(views.float(), dim=-1)
+    return views.numpy()
+
+
+def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
+    """Extract (or resume, or reuse) the teacher cache described by `cfg`; returns the JSON summary."""
+    seed_everything(cfg.run.seed)
+    dataset = build_dataset(cfg.data)
+    n = len(dataset)
+    if n == 0:
+        raise ConfigError(f"data set '{cfg.data.root or cfg.data.format}' (data.root) holds no images")
+    device = resolve_device(cfg.run.device)
+    teacher = build_teacher(cfg.teacher, cfg.data.image_size, str(device))
+    out = cache_path(cfg)
+    idx_file = index_path(out)
+    report_file = quality_path(out)
+    fingerprint = cache_fingerprint(cfg, dict(dataset.describe(), image_size=cfg.data.image_size),
+                                    teacher.fingerprint())
+
+    if out.exists():
+        existing = TeacherCache(out, in_ram="never")
+        existing.check_matches(fingerprint)
+        if idx_file.exists():
+            log.info("cache %s is complete and matches this teacher and data: nothing to do", out)
+            return _summary(out, idx_file, report_file, existing.rows_done, n - existing.rows_done, 0.0, reused=True)
+        existing.close()
+        out.unlink()
+
+    save_resolved(cfg, out.parent, out.stem + "_config.toml")
+    attrs = dict(fingerprint, config_hash=config_hash(cfg), tool_version=TOOL_VERSION)
+    writer = CacheWriter.open(out, n_rows=n, dim=cfg.teacher.embedding_size, dtype=cfg.cache.dtype,
+                              labels=dataset.labels, keys=dataset.keys, attrs=attrs,
+                              chunk_rows=cfg.cache.chunk_rows)
+    pending = writer.pending_rows()
+    log.info("extract: %d rows, %d pending, teacher %s on %s", n, len(pending), cfg.teacher.arch, device)
+    skipped: list[str] = []
+    start = time.perf_counter()
+    try:
+        if len(pending):
+            loader = DataLoader(ImageRows(dataset, pending), batch_size=cfg.teacher.batch_size, shuffle=False,
+                                num_workers=cfg.data.workers, persistent_workers=False,
+                                pin_memory=device.type == "cuda")
+            bar = tqdm(total=len(pending), unit="img", desc="extract", dynamic_ncols=True, file=None)
+            for images, _labels, rows, ok in loader:
+                ok = ok.bool()
+                for r in rows[~ok].tolist():
+                    if strict:
+                        raise PipelineError(f"unreadable image at row {r} (key {dataset.keys[r]!r}); --strict is set")
+                    log.warning("skipping unreadable image: row %d, key %s", r, dataset.keys[r])
+                    skipped.append(dataset.keys[r])
+                if ok.any():
+                    writer.write(rows[ok].numpy(), _embed_views(teacher, images[ok]))
+                bar.update(len(rows))
+            bar.close()
+        elapsed = time.perf_counter() - start
+        done = writer.done_mask()
+        emb0 = writer.read_view(0)
+        labels = dataset.labels
+        valid = np.flatnonzero(done)
+        if len(valid) == 0:
+            raise PipelineError(f"no image of '{cfg.data.root or cfg.data.format}' could be read")
+        skipped_keys = [dataset.keys[r] for r in np.flatnonzero(~done)]
+        masked_labels = np.where(done, labels, -1)
+        positives, sims = build_positives(emb0, masked_labels, cfg.cache.positives_k)
+        rows_csr, offsets = identity_csr(masked_labels, dataset.num_classes)
+        writer.finalize(positives=positives, positive_sims=sims, identity_rows=rows_csr, identity_offsets=offsets)
+    except BaseException:
+        writer.close()
+        raise
+    index = build_index(emb0[valid], kind=cfg.cache.index, nlist=cfg.cache.ivf_nlist,
+                        nprobe=cfg.cache.ivf_nprobe, ids=valid)
+    save_index(index, idx_file)
+    report = quality_report(emb0[valid], labels[valid], [dataset.keys[r] for r in valid], skipped_keys=skipped_keys)
+    import json
+
+    atomic_write_text(report_file, json.dumps(report, indent=1, default=float) + "\n")
+    log.info("wrote %s (%d rows, %d skipped) in %.1fs", out, len(valid), len(skipped_keys), elapsed)
+    return _summary(out, idx_file, report_file, len(valid), len(skipped_keys), elapsed,
+                    reused=False, images_per_s=len(pending) / max(elapsed, 1e-9))
+
+
+def _summary(cache: Path, index: Path, report: Path, rows: int, skipped: int, seconds: float,
+             reused: bool, images_per_s: float | None = None) -> dict[str, Any]:
+    return {
+        "command": "extract",
+        "cache": str(cache),
+        "index": str(index),
+        "report": str(report),
+        "rows": int(rows),
+        "skipped": int(skipped),
+        "seconds": round(seconds, 3),
+        "images_per_s": None if images_per_s is None else round(images_per_s, 1),
+        "reused": reused,
+    }

@@ -1,0 +1,1 @@
+"""Stage 2 building blocks: feature bank, identity batch sampler, learning-rate schedule, checkpoints."""

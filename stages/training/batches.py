@@ -1,0 +1,71 @@
+"""Stage-two input pipeline: an epoch's batch plan (rows + flip bits) and a batch-level Dataset.
+
+Each DataLoader item is a whole batch, so a worker decodes its images, flips them by the planned
+flip bits (the only augmentation, as in insightface) and reads the matching cached teacher views in
+one sorted read.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from config import PipelineError
+from readers.base import CorruptImageError
+
+
+def flip_bits(seed: int, epoch: int, position: int, n: int) -> np.ndarray:
+    """Deterministic random horizontal-flip bits for batch `position` of `epoch`: [n] uint8."""
+    rng = np.random.default_rng([seed, epoch, position, 0x5F1B])
+    return rng.integers(0, 2, size=n, dtype=np.uint8)
+
+
+class EpochPlan(Sampler[tuple[np.ndarray, np.ndarray]]):
+    """The batches of one epoch from `start` on, each as (dataset rows, flip bits)."""
+
+    def __init__(self, batches: list[np.ndarray], seed: int, epoch: int, start: int = 0) -> None:
+        self.batches = batches
+        self.seed = seed
+        self.epoch = epoch
+        self.start = start
+
+    def __len__(self) -> int:
+        return len(self.batches) - self.start
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for position in range(self.start, len(self.batches)):
+            rows = self.batches[position]
+            yield rows, flip_bits(self.seed, self.epoch, position, len(rows))
+
+
+class TrainBatches(Dataset[dict[str, torch.Tensor]]):
+    """Loads one planned batch: uint8 images [B,H,W,3] (flipped per bit), labels, rows, flips, targets."""
+
+    def __init__(self, dataset: Any, cache: Any | None = None) -> None:
+        self.dataset = dataset
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[np.ndarray, np.ndarray]) -> dict[str, torch.Tensor]:
+        rows, flips = item
+        images = []
+        for r, f in zip(rows.tolist(), flips.tolist()):
+            try:
+                img = self.dataset.load(r)
+            except CorruptImageError as e:
+                raise PipelineError(f"unreadable training image at row {r} (key {e.key!r})") from None
+            images.append(img[:, ::-1] if f else img)
+        batch = {
+            "images": torch.from_numpy(np.ascontiguousarray(np.stack(images))),
+            "labels": torch.from_numpy(self.dataset.labels[rows].astype(np.int64)),
+            "rows": torch.from_numpy(rows.astype(np.int64)),
+            "flips": torch.from_numpy(flips.astype(np.int64)),
+        }
+        if self.cache is not None:
+            batch["targets"] = torch.from_numpy(self.cache.targets(rows, flips))
+        return batch

@@ -1,0 +1,305 @@
+"""Identity batch sampler: P identities x M images per batch, teacher positives first.
+
+ICD-Face (Yu et al., ICCV 2023), section 1 of DESIGN.md: in-batch positive pairs for the SDC term
+need several images of each identity in a batch; the sampler prefers each anchor's positives from
+the stage-1 teacher positives table.
+
+Epoch plan (built up front, deterministic from (seed, epoch)):
+1. Per identity, its rows are shuffled; the first unvisited row becomes an anchor and its group is
+   filled with, in order: the anchor's unvisited teacher positives (table order, -1 skipped), other
+   unvisited rows of the identity (shuffled order), then, once the identity runs out of unvisited
+   rows, the anchor's visited positives, other visited rows, and finally repeats of the group when
+   the identity has fewer than M rows. Every row used is marked visited, so an identity with n rows
+   yields exactly ceil(n / M) groups and every row is visited once per epoch.
+2. All groups are shuffled and dealt P to a batch, deferring a group whose identity is already in
+   the batch (accepted only when nothing else is left), so every batch but the last has P groups.
+3. A short last batch is completed with groups of extra identities (`drop_last=True`, so every batch
+   has `batch_size` rows and no row is dropped) or left short (`drop_last=False`).
+4. The rows after the P x M group rows (`batch_size - P * M`, with P = (batch_size -
+   round(random_share * batch_size)) // M) are uniform random rows not already in the batch.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from config.errors import ConfigError
+
+
+def _as_numpy(values: Any, dtype: type) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
+class IdentityBatchSampler(Sampler[list[int]]):
+    """Batch sampler yielding lists of row indices; pass it as a DataLoader `batch_sampler`.
+
+    `state_dict()` is {"epoch", "position"}: position counts batches handed out by the iterator in
+    that epoch. A DataLoader prefetches batches, so a training loop should save `state_at(steps
+    consumed)` rather than `state_dict()` when workers run ahead of it.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray | torch.Tensor,
+        positives: np.ndarray | torch.Tensor | None,
+        batch_size: int,
+        images_per_identity: int,
+        random_share: float = 0.0,
+        seed: int = 0,
+        drop_last: bool = True,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.labels = _as_numpy(labels, np.int64).reshape(-1)
+        self.batch_size = int(batch_size)
+        self.m = int(images_per_identity)
+        self.random_share = float(random_share)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self._check_sizes()
+        self.num_classes = self._check_labels(num_classes)
+        self.positives = self._check_positives(positives)
+        n_random = int(round(self.random_share * self.batch_size))
+        self.p = (self.batch_size - n_random) // self.m
+        if self.p < 2:
+            raise ConfigError(
+                f"train.random_share = {self.random_share} leaves room for {self.p} identity group(s) of "
+                f"train.images_per_identity = {self.m} in train.batch_size = {self.batch_size}; need 2")
+        self.n_random = self.batch_size - self.p * self.m
+        order = np.argsort(self.labels, kind="stable")
+        counts = np.bincount(self.labels, minlength=self.num_classes)
+        self._offsets = np.concatenate([[0], np.cumsum(counts)])
+        self._identity_rows = order
+        self.num_groups = int(np.sum((counts + self.m - 1) // self.m))
+        self.epoch = 0
+        self.position = 0
+        self._plan_epoch: int | None = None
+        self._plan: list[list[int]] = []
+
+    def _check_sizes(self) -> None:
+        if self.m < 2:
+            raise ConfigError(f"train.images_per_identity must be >= 2 (pairs need two images), got {self.m}")
+        if self.batch_size < 2 * self.m:
+            raise ConfigError(
+                f"train.batch_size = {self.batch_size} must be >= 2 * train.images_per_identity = "
+                f"{2 * self.m} (at least 2 identities per batch)")
+        if not 0.0 <= self.random_share < 1.0:
+            raise ConfigError(f"train.random_share must be in [0, 1), got {self.random_share}")
+        if self.labels.size == 0:
+            raise ConfigError("identity sampler: no rows to sample")
+
+    def _check_labels(self, num_classes: int | None) -> int:
+        labels = self.labels
+        if labels.min() < 0:
+            row = int(np.argmax(labels < 0))
+            raise ConfigError(f"identity sampler: row {row} has label {labels[row]}, labels must be >= 0")
+        classes = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+        if labels.max() >= classes:
+            row = int(np.argmax(labels >= classes))
+            raise ConfigError(
+                f"identity sampler: row {row} has label {labels[row]}, out of range for {classes} identities")
+        counts = np.bincount(labels, minlength=classes)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            raise ConfigError(
+                f"identity sampler: identity {int(empty[0])} has no rows ({empty.size} empty identities "
+                f"of {classes})")
+        if classes < 2:
+            raise ConfigError("identity sampler: the labels hold 1 identity; batches need at least 2")
+        return classes
+
+    def _check_positives(self, positives: Any) -> np.ndarray | None:
+        if positives is None:
+            return None
+        pos = _as_numpy(positives, np.int64)
+        n = self.labels.size
+        if pos.ndim != 2 or pos.shape[0] != n:
+            raise ConfigError(f"identity sampler: positives has shape {pos.shape}, expected [{n}, K]")
+        bad = (pos < -1) | (pos >= n)
+        if bad.any():
+            row = int(np.argmax(bad.any(axis=1)))
+            raise ConfigError(f"identity sampler: positives of row {row} hold an index outside [-1, {n})")
+        other = (pos >= 0) & (self.labels[np.maximum(pos, 0)] != self.labels[:, None])
+        if other.any():
+            row = int(np.argmax(other.any(axis=1)))
+            raise ConfigError(
+                f"identity sampler: positives of row {row} name a row of another identity; the positives "
+                f"table does not match these labels")
+        return pos
+
+    def __len__(self) -> int:
+        """Batches per epoch (the same for every epoch)."""
+        return math.ceil(self.num_groups / self.p)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start `epoch` from its first batch."""
+        self.epoch = int(epoch)
+        self.position = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def state_at(self, batches: int) -> dict[str, int]:
+        """The state after `batches` batches counted from the start of epoch 0."""
+        per_epoch = len(self)
+        return {"epoch": batches // per_epoch, "position": batches % per_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, position = int(state["epoch"]), int(state["position"])
+        if epoch < 0 or not 0 <= position <= len(self):
+            raise ConfigError(
+                f"identity sampler state: epoch {epoch}, position {position} is outside an epoch of "
+                f"{len(self)} batches")
+        self.epoch, self.position = epoch, position
+
+    def __iter__(self) -> Iterator[list[int]]:
+        plan = self.epoch_plan(self.epoch)
+        while self.position < len(plan):
+            batch = plan[self.position]
+            self.position += 1
+            yield list(batch)
+        self.epoch += 1
+        self.position = 0
+
+    def epoch_plan(self, epoch: int) -> list[list[int]]:
+        """All batches of `epoch` (cached for the last epoch asked)."""
+        if self._plan_epoch != epoch:
+            self._plan = self._build_plan(epoch)
+            self._plan_epoch = epoch
+        return self._plan
+
+    def _build_plan(self, epoch: int) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, epoch])
+        keys = rng.random(self.labels.size)
+        shuffled = np.lexsort((keys, self.labels))
+        groups: list[list[int]] = []
+        group_ids: list[int] = []
+        for c in range(self.num_classes):
+            rows_c = shuffled[self._offsets[c]:self._offsets[c + 1]].tolist()
+            for group in self._identity_groups(rows_c):
+                groups.append(group)
+                group_ids.append(c)
+        batches = self._deal(rng.permutation(len(groups)).tolist(), group_ids)
+        if len(batches[-1]) < self.p and self.drop_last:
+            self._pad(batches[-1], groups, group_ids, rng)
+        plan = []
+        for batch in batches:
+            rows = [row for g in batch for row in groups[g]]
+            plan.append(rows + self._random_rows(rows, rng))
+        return plan
+
+    def _identity_groups(self, rows_c: list[int]) -> list[list[int]]:
+        """Groups of M rows of one identity from its shuffled rows (see the module docstring)."""
+        m = self.m
+        visited: set[int] = set()
+        groups = []
+        cursor = 0
+        for anchor in rows_c:
+            if anchor in visited:
+                continue
+            group = [anchor]
+            visited.add(anchor)
+            if self.positives is not None:
+                for p in self.positives[anchor].tolist():
+                    if len(group) == m:
+                        break
+                    if p >= 0 and p not in visited:
+                        group.append(p)
+                        visited.add(p)
+            while len(group) < m and cursor < len(rows_c):
+                row = rows_c[cursor]
+                cursor += 1
+                if row not in visited:
+                    group.append(row)
+                    visited.add(row)
+            if len(group) < m:
+                self._complete(group, rows_c)
+            groups.append(group)
+        return groups
+
+    def _complete(self, group: list[int], rows_c: list[int]) -> None:
+        """Fill a group with already visited rows: anchor positives, other rows, then repeats."""
+        members = set(group)
+        candidates = [] if self.positives is None else [p for p in self.positives[group[0]].tolist() if p >= 0]
+        for row in candidates + rows_c:
+            if len(group) == self.m:
+                return
+            if row not in members:
+                group.append(row)
+                members.add(row)
+        base = len(group)
+        while len(group) < self.m:
+            group.append(group[len(group) % base])
+
+    def _deal(self, order: list[int], group_ids: list[int]) -> list[list[int]]:
+        """Deal shuffled groups P to a batch, deferring groups whose identity is already present."""
+        batches: list[list[int]] = []
+        carry: list[int] = []
+        i = 0
+        while i < len(order) or carry:
+            batch: list[int] = []
+            present: set[int] = set()
+            deferred: list[int] = []
+            for g in carry:
+                if len(batch) < self.p and group_ids[g] not in present:
+                    batch.append(g)
+                    present.add(group_ids[g])
+                else:
+                    deferred.append(g)
+            while len(batch) < self.p and i < len(order):
+                g = order[i]
+                i += 1
+                if group_ids[g] in present:
+                    deferred.append(g)
+                else:
+                    batch.append(g)
+                    present.add(group_ids[g])
+            while len(batch) < self.p and i >= len(order) and deferred:
+                batch.append(deferred.pop(0))
+            carry = deferred
+            batches.append(batch)
+        return batches
+
+    def _pad(self, batch: list[int], groups: list[list[int]], group_ids: list[int],
+             rng: np.random.Generator) -> None:
+        """Complete a short last batch with one new group from each of some extra identities."""
+        present = {group_ids[g] for g in batch}
+        free = np.setdiff1d(np.arange(self.num_classes), np.fromiter(present, np.int64))
+        need = self.p - len(batch)
+        chosen = rng.permutation(free)[:need] if free.size else np.empty(0, np.int64)
+        if chosen.size < need:
+            chosen = np.concatenate([chosen, rng.integers(0, self.num_classes, need - chosen.size)])
+        for c in chosen.tolist():
+            rows_c = self._identity_rows[self._offsets[c]:self._offsets[c + 1]]
+            rows_c = rows_c[rng.permutation(rows_c.size)].tolist()
+            group = [rows_c[0]]
+            self._complete(group, rows_c)
+            batch.append(len(groups))
+            groups.append(group)
+            group_ids.append(c)
+
+    def _random_rows(self, rows: list[int], rng: np.random.Generator) -> list[int]:
+        """`n_random` uniform rows, avoiding rows already in the batch when the data allow it."""
+        need = self.n_random
+        if need == 0:
+            return []
+        n = self.labels.size
+        taken = set(rows)
+        picked: list[int] = []
+        if n - len(taken) >= need:
+            while len(picked) < need:
+                for row in rng.integers(0, n, 2 * need).tolist():
+                    if row not in taken:
+                        picked.append(row)
+                        taken.add(row)
+                        if len(picked) == need:
+                            break
+            return picked
+        return rng.integers(0, n, need).tolist()

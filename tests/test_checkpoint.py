@@ -1,0 +1,158 @@
+"""Checkpoints (atomic save, load errors, latest/prune, RNG state) and the learning-rate schedule."""
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from config.errors import ConfigError
+from stages.training import checkpoint as ckpt
+from stages.training.schedule import lr_lambda
+
+
+def _draw() -> tuple:
+    return (random.random(), float(np.random.rand()), float(np.random.randn()), torch.rand(3).tolist(),
+            torch.randint(0, 1000, (4,)).tolist())
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    state = {"step": 12, "model": {"w": torch.arange(6.0).reshape(2, 3)}, "sampler": {"epoch": 1, "position": 3},
+             "rng": ckpt.capture_rng(), "config": {"lr": 0.1, "name": "x", "milestones": [0.5]}}
+    path = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path / "run", 12), state)
+    assert path.name == "checkpoint_00000012.pt"
+    loaded = ckpt.load_checkpoint(path)
+    assert loaded["step"] == 12 and loaded["sampler"] == {"epoch": 1, "position": 3}
+    assert torch.equal(loaded["model"]["w"], state["model"]["w"])
+    assert loaded["config"] == state["config"]
+
+
+def test_failed_save_leaves_no_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "checkpoint_00000001.pt"
+
+    def broken_save(obj: object, f: str | Path) -> None:
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", broken_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ckpt.save_checkpoint(target, {"step": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "checkpoint_00000001.pt"
+    ckpt.save_checkpoint(target, {"step": 1})
+
+    def interrupted(obj: object, f: str | Path) -> None:
+        Path(f).write_bytes(b"par")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(target, {"step": 2})
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    assert ckpt.load_checkpoint(target)["step"] == 1
+
+
+def test_missing_and_corrupt_checkpoints_are_config_errors(tmp_path: Path) -> None:
+    missing = tmp_path / "checkpoint_00000005.pt"
+    with pytest.raises(ConfigError, match="checkpoint_00000005.pt"):
+        ckpt.load_checkpoint(missing)
+    good = ckpt.save_checkpoint(tmp_path / "good.pt", {"w": torch.ones(100)})
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ConfigError, match="truncated.pt"):
+        ckpt.load_checkpoint(truncated)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ConfigError, match="garbage.pt"):
+        ckpt.load_checkpoint(garbage)
+    not_dict = ckpt.save_checkpoint(tmp_path / "list.pt", [1, 2])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="expected a dict"):
+        ckpt.load_checkpoint(not_dict)
+
+
+def test_latest_and_prune(tmp_path: Path) -> None:
+    assert ckpt.latest_checkpoint(tmp_path / "absent") is None
+    assert ckpt.latest_checkpoint(tmp_path) is None
+    for step in (5, 100, 20, 9):
+        ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, step), {"step": step})
+    for decoy in ("checkpoint_latest.pt", ".checkpoint_00000200.pt.abc.tmp", "checkpoint_00000300.pt.tmp",
+                  "checkpoint_123.pt"):
+        (tmp_path / decoy).write_bytes(b"x")
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "checkpoint_00000100.pt"
+    big = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 123456789), {"step": 123456789})
+    assert ckpt.latest_checkpoint(tmp_path) == big
+    removed = ckpt.prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["checkpoint_00000005.pt", "checkpoint_00000009.pt",
+                                                "checkpoint_00000020.pt"]
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [100, 123456789]
+    assert (tmp_path / "checkpoint_latest.pt").exists()
+    with pytest.raises(ConfigError):
+        ckpt.prune_checkpoints(tmp_path, keep=0)
+
+
+def test_rng_capture_restore_reproduces_draws(tmp_path: Path) -> None:
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    np.random.randn()
+    state = ckpt.capture_rng()
+    expected = _draw()
+    _draw()
+    ckpt.restore_rng(state)
+    assert _draw() == expected
+    path = ckpt.save_checkpoint(tmp_path / "rng.pt", {"rng": state})
+    _draw()
+    ckpt.restore_rng(ckpt.load_checkpoint(path)["rng"])
+    assert _draw() == expected
+
+
+def test_cosine_schedule_with_warmup() -> None:
+    kw = {"total_steps": 100, "warmup_steps": 10, "kind": "cosine"}
+    assert lr_lambda(0, **kw) == pytest.approx(0.1)
+    assert lr_lambda(4, **kw) == pytest.approx(0.5)
+    assert lr_lambda(9, **kw) == pytest.approx(1.0)
+    assert lr_lambda(10, **kw) == pytest.approx(1.0)
+    assert lr_lambda(55, **kw) == pytest.approx(0.5)
+    assert lr_lambda(100, **kw) == pytest.approx(0.0, abs=1e-12)
+    assert lr_lambda(150, **kw) == pytest.approx(0.0, abs=1e-12)
+    values = [lr_lambda(s, **kw) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert lr_lambda(0, total_steps=4, warmup_steps=0, kind="cosine") == 1.0
+    assert lr_lambda(2, total_steps=4, warmup_steps=0, kind="cosine") == pytest.approx(0.5)
+
+
+def test_step_and_constant_schedules() -> None:
+    kw = {"total_steps": 100, "warmup_steps": 0, "kind": "step", "milestones": [0.6, 0.85], "gamma": 0.1}
+    assert lr_lambda(0, **kw) == 1.0
+    assert lr_lambda(59, **kw) == 1.0
+    assert lr_lambda(60, **kw) == pytest.approx(0.1)
+    assert lr_lambda(84, **kw) == pytest.approx(0.1)
+    assert lr_lambda(85, **kw) == pytest.approx(0.01)
+    assert lr_lambda(2, total_steps=100, warmup_steps=4, kind="step", milestones=[0.5]) == pytest.approx(0.75)
+    assert lr_lambda(0, total_steps=10, warmup_steps=2, kind="constant") == pytest.approx(0.5)
+    assert lr_lambda(7, total_steps=10, warmup_steps=2, kind="constant") == 1.0
+
+
+def test_schedule_with_lambda_lr_and_errors() -> None:
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_lambda(s, 20, 5, "cosine"))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2 / 5)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    assert math.isclose(lr_lambda(20, 20, 5, "cosine"), 0.0, abs_tol=1e-12)
+    with pytest.raises(ConfigError, match="train.schedule"):
+        lr_lambda(0, 10, 0, "linear")
+    with pytest.raises(ConfigError, match="train.milestones"):
+        lr_lambda(5, 10, 0, "step", milestones=[1.5])
+    with pytest.raises(ConfigError, match="train.steps"):
+        lr_lambda(0, 0, 0, "cosine")

@@ -1,0 +1,77 @@
+"""Config loading: TOML into dataclasses, overrides, rejection of unknown keys and wrong types, hashing."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, config_hash, load_config, save_resolved, to_toml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repo_pipeline_toml_loads() -> None:
+    cfg = load_config(REPO / "pipeline.toml")
+    assert cfg.data.format == "synthetic"
+
+
+def test_overrides_are_toml_values_or_plain_strings(tmp_path: Path) -> None:
+    cfg = load_config(None, ["train.steps=7", "loss.scale=32", "data.root=/data/faces", "teacher.mean=[0, 0, 0]",
+                             'teacher.input_layout="NHWC"', "icd.in_batch=false"])
+    assert cfg.train.steps == 7
+    assert cfg.loss.scale == 32.0 and isinstance(cfg.loss.scale, float)
+    assert cfg.data.root == "/data/faces"
+    assert cfg.teacher.mean == [0.0, 0.0, 0.0]
+    assert cfg.teacher.input_layout == "NHWC"
+    assert cfg.icd.in_batch is False
+
+
+def test_nested_synthetic_override() -> None:
+    cfg = load_config(None, ["data.synthetic.identities=5"])
+    assert cfg.data.synthetic.identities == 5
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("train.bogus=1", "train.bogus"),
+    ("nosuch.key=1", "nosuch"),
+    ("train.steps=\"ten\"", "train.steps"),
+    ("train.steps=1.5", "train.steps"),
+    ("icd.in_batch=1", "icd.in_batch"),
+    ("loss.head=\"sphereface\"", "loss.head"),
+    ("teacher.mean=[1, 2]", "teacher.mean"),
+    ("data.image_size=100", "data.image_size"),
+    ("train.images_per_identity=1", "train.images_per_identity"),
+    ("steps=3", "section.key"),
+])
+def test_bad_overrides_name_the_key(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_unknown_key_in_file_lists_valid_keys(tmp_path: Path) -> None:
+    f = tmp_path / "p.toml"
+    f.write_text("[train]\nstep = 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(f)
+    assert "train.step" in str(e.value) and "steps" in str(e.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "none.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\n")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_config(bad)
+
+
+def test_resolved_config_round_trips_and_hash_is_stable(tmp_path: Path) -> None:
+    cfg = load_config(None, ["train.steps=11", "eval.pairs=[\"a.txt\", \"b.bin\"]"])
+    path = save_resolved(cfg, tmp_path)
+    again = load_config(path)
+    assert again == cfg
+    assert config_hash(again) == config_hash(cfg)
+    assert config_hash(load_config(None, ["train.steps=12"])) != config_hash(cfg)
+    assert tomllib.loads(to_toml(cfg))["train"]["steps"] == 11
+    assert not list(tmp_path.glob("*.tmp"))

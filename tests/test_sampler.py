@@ -1,0 +1,179 @@
+"""IdentityBatchSampler: P x M structure, positives first, coverage, determinism, resume, errors."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from config.errors import ConfigError
+from stages.training.sampler import IdentityBatchSampler
+
+
+def _labels(sizes: list[int]) -> np.ndarray:
+    return np.repeat(np.arange(len(sizes)), sizes).astype(np.int64)
+
+
+def _cluster_positives(labels: np.ndarray, cluster: int) -> np.ndarray:
+    """Rows of each identity split into consecutive clusters; a row's positives are its cluster mates."""
+    pos = np.full((labels.size, cluster - 1), -1, dtype=np.int64)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        for start in range(0, rows.size, cluster):
+            members = rows[start:start + cluster]
+            for r in members:
+                mates = [m for m in members if m != r]
+                pos[r, :len(mates)] = mates[::-1]
+    return pos
+
+
+def _groups(batch: list[int], sampler: IdentityBatchSampler) -> list[list[int]]:
+    body = batch[:sampler.p * sampler.m]
+    return [body[i:i + sampler.m] for i in range(0, len(body), sampler.m)]
+
+
+def test_p_by_m_structure() -> None:
+    labels = _labels([5, 7, 4, 9, 6, 8, 3, 10, 5, 6])
+    sampler = IdentityBatchSampler(labels, None, batch_size=14, images_per_identity=4, seed=3)
+    assert (sampler.p, sampler.n_random) == (3, 2)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) > 0
+    for batch in batches:
+        assert len(batch) == 14
+        groups = _groups(batch, sampler)
+        assert len(groups) == 3
+        ids = [set(labels[g].tolist()) for g in groups]
+        assert all(len(s) == 1 for s in ids)
+        assert len({next(iter(s)) for s in ids}) == 3
+        assert all(len(set(g)) == min(4, int((labels == labels[g[0]]).sum())) for g in groups)
+
+
+def test_teacher_positives_come_first() -> None:
+    labels = _labels([8] * 6)
+    pos = _cluster_positives(labels, cluster=4)
+    sampler = IdentityBatchSampler(labels, pos, batch_size=8, images_per_identity=4, seed=0)
+    for batch in sampler:
+        for group in _groups(batch, sampler):
+            anchor = group[0]
+            assert group[1:] == pos[anchor].tolist()
+    no_pos = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, seed=0)
+    clustered = sum(
+        sorted(g[1:]) == sorted(pos[g[0]].tolist()) for b in no_pos for g in _groups(b, no_pos))
+    assert clustered < no_pos.num_groups
+
+
+def test_epoch_visits_every_row_and_length() -> None:
+    sizes = [1, 2, 3, 5, 8, 13, 4, 4, 7, 2, 9]
+    labels = _labels(sizes)
+    pos = _cluster_positives(labels, cluster=3)
+    pos[::4] = -1
+    sampler = IdentityBatchSampler(labels, pos, batch_size=9, images_per_identity=3, seed=11)
+    groups = sum(math.ceil(n / 3) for n in sizes)
+    assert len(sampler) == math.ceil(groups / 3)
+    for epoch in range(3):
+        batches = list(sampler)
+        assert len(batches) == len(sampler)
+        seen = {r for b in batches for g in _groups(b, sampler) for r in g}
+        assert seen == set(range(labels.size)), epoch
+    assert sampler.epoch == 3
+
+
+def test_small_identities_repeat_rows_only_when_needed() -> None:
+    labels = _labels([1, 2, 6, 6])
+    sampler = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, seed=0)
+    for batch in sampler:
+        for group in _groups(batch, sampler):
+            c = labels[group[0]]
+            n_c = int((labels == c).sum())
+            assert len(set(group)) == min(4, n_c)
+
+
+def test_determinism_from_seed_and_epoch() -> None:
+    labels = _labels([6, 5, 7, 4, 8, 3, 6])
+    make = lambda seed: IdentityBatchSampler(labels, None, 8, 2, random_share=0.25, seed=seed)  # noqa: E731
+    a, b, c = make(5), make(5), make(6)
+    first_a, first_b, first_c = list(a), list(b), list(c)
+    assert first_a == first_b
+    assert first_a != first_c
+    second_a = list(a)
+    assert second_a != first_a
+    b.set_epoch(1)
+    assert list(b) == second_a
+
+
+def test_exact_mid_epoch_resume() -> None:
+    labels = _labels([6, 5, 7, 4, 8, 3, 6, 9, 2])
+    pos = _cluster_positives(labels, cluster=3)
+    args = (labels, pos, 8, 2, 0.25, 42)
+    whole = IdentityBatchSampler(*args)
+    reference = list(whole) + list(whole)
+    k = len(reference) // 2 - 1
+    first = IdentityBatchSampler(*args)
+    it = iter(first)
+    taken = [next(it) for _ in range(k)]
+    state = first.state_dict()
+    assert state == {"epoch": 0, "position": k}
+    resumed = IdentityBatchSampler(*args)
+    resumed.load_state_dict(state)
+    assert taken + list(resumed) + list(resumed) == reference
+    assert first.state_at(k) == state
+    assert first.state_at(len(first) + 1) == {"epoch": 1, "position": 1}
+
+
+def test_random_share_rows() -> None:
+    labels = _labels([10] * 12)
+    sampler = IdentityBatchSampler(labels, None, batch_size=16, images_per_identity=4, random_share=0.25, seed=1)
+    assert (sampler.p, sampler.n_random) == (3, 4)
+    extra = []
+    for batch in sampler:
+        group_rows = batch[:12]
+        tail = batch[12:]
+        assert len(tail) == 4
+        assert not set(tail) & set(group_rows)
+        assert len(set(tail)) == 4
+        extra.extend(tail)
+    assert len(set(extra)) > 10
+    odd = IdentityBatchSampler(labels, None, batch_size=10, images_per_identity=4, seed=1)
+    assert (odd.p, odd.n_random) == (2, 2)
+    assert all(len(b) == 10 for b in odd)
+
+
+def test_drop_last_false_leaves_short_last_batch() -> None:
+    labels = _labels([4] * 5)
+    padded = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, seed=0)
+    short = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, seed=0, drop_last=False)
+    assert len(padded) == len(short) == 3
+    assert [len(b) for b in padded] == [8, 8, 8]
+    assert [len(b) for b in short] == [8, 8, 4]
+
+
+def test_works_as_dataloader_batch_sampler() -> None:
+    labels = _labels([4, 4, 4, 4])
+    data = TensorDataset(torch.arange(labels.size), torch.from_numpy(labels))
+    sampler = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=2, seed=0)
+    loader = DataLoader(data, batch_sampler=sampler)
+    batches = [(rows.tolist(), ids.tolist()) for rows, ids in loader]
+    assert len(batches) == len(sampler) == 2
+    assert sorted(r for rows, _ in batches for r in rows) == list(range(16))
+    assert all(ids == labels[rows].tolist() for rows, ids in batches)
+
+
+def test_errors_name_the_key_or_identity() -> None:
+    labels = _labels([4, 4, 4])
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        IdentityBatchSampler(labels, None, batch_size=7, images_per_identity=4, seed=0)
+    with pytest.raises(ConfigError, match="train.images_per_identity"):
+        IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=1, seed=0)
+    with pytest.raises(ConfigError, match="identity 1"):
+        IdentityBatchSampler(np.array([0, 0, 2, 2]), None, batch_size=4, images_per_identity=2, seed=0)
+    with pytest.raises(ConfigError, match="row 2 has label -1"):
+        IdentityBatchSampler(np.array([0, 1, -1, 1]), None, batch_size=4, images_per_identity=2, seed=0)
+    with pytest.raises(ConfigError, match="row 3 has label 5"):
+        IdentityBatchSampler(np.array([0, 1, 1, 5]), None, 4, 2, seed=0, num_classes=3)
+    with pytest.raises(ConfigError, match="train.random_share"):
+        IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=2, random_share=0.9, seed=0)
+    bad_pos = np.array([[4], [-1], [-1], [-1], [-1], [-1], [-1], [-1], [-1], [-1], [-1], [-1]])
+    with pytest.raises(ConfigError, match="row 0"):
+        IdentityBatchSampler(labels, bad_pos, batch_size=8, images_per_identity=2, seed=0)

@@ -1,0 +1,167 @@
+"""`extract`, `train` and `distill` end to end through click's CliRunner on a tiny synthetic set."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import cli
+from conftest import tiny_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def invoke(command: str, settings: list[str], *extra: str) -> tuple[int, str, dict | None]:
+    args = [command, "--config", str(REPO / "pipeline.toml"), *extra]
+    for s in settings:
+        args += ["--set", s]
+    result = CliRunner().invoke(cli.main, args, catch_exceptions=False)
+    lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
+    summary = json.loads(lines[-1]) if result.exit_code == 0 and lines else None
+    return result.exit_code, result.output, summary
+
+
+def read_metrics(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory: pytest.TempPathFactory, teacher_weights: Path) -> tuple[Path, list[str], dict]:
+    run = tmp_path_factory.mktemp("run")
+    settings = tiny_settings(run, teacher_weights)
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    return run, settings, summary
+
+
+def test_extract_writes_complete_cache_and_summary(extracted: tuple[Path, list[str], dict]) -> None:
+    run, _settings, summary = extracted
+    assert summary["rows"] == 48 and summary["skipped"] == 0
+    assert Path(summary["index"]).exists() and Path(summary["report"]).exists()
+    assert json.loads((run / "extract.json").read_text()) == summary
+    with h5py.File(summary["cache"], "r") as f:
+        emb = f["embeddings"][...]
+        assert emb.shape == (48, 2, 32)
+        assert np.allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-5)
+        assert f["done"][...].all()
+        assert f["positives"].shape == (48, 3)
+        assert "config_hash" in f.attrs
+
+
+def test_extract_again_reuses_finished_cache(extracted: tuple[Path, list[str], dict]) -> None:
+    _run, settings, first = extracted
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    assert summary["reused"] is True and summary["cache"] == first["cache"]
+
+
+def test_extract_usage_errors_exit_2(tmp_path: Path, teacher_weights: Path) -> None:
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "a", tmp_path / "missing.pth"))
+    assert code == 2 and "teacher.weights" in out
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "b", teacher_weights) + ["teacher.embedding_size=64"])
+    assert code == 2 and "teacher.embedding_size" in out
+    (tmp_path / "empty").mkdir()
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "c", teacher_weights)
+                          + ["data.format=folder", f"data.root={tmp_path / 'empty'}"])
+    assert code == 2 and "empty" in out
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "d", teacher_weights) + ["train.nosuch=1"])
+    assert code == 2 and "train.nosuch" in out
+    assert not list(tmp_path.rglob("teacher.h5"))
+
+
+def test_train_and_distill_reduce_the_loss(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    run, settings, _ = extracted
+    for command in ("train", "distill"):
+        out_dir = tmp_path / command
+        s = settings + [f"run.dir={out_dir}", f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=12",
+                        "train.checkpoint_every=100"]
+        code, out, summary = invoke(command, s)
+        assert code == 0, out
+        rows = read_metrics(out_dir / "metrics.csv")
+        assert len(rows) == 12
+        losses = np.array([float(r["loss"]) for r in rows])
+        assert losses[-3:].mean() < losses[:3].mean(), losses
+        assert Path(summary["backbone"]).exists() and Path(summary["checkpoint"]).exists()
+        assert summary["steps"] == 12
+        if command == "distill":
+            assert {"fcd", "sdc"} <= set(rows[0])
+            assert float(rows[-1]["fcd"]) < float(rows[0]["fcd"])
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_resume_repeats_uninterrupted_losses(extracted: tuple[Path, list[str], dict], tmp_path: Path,
+                                             command: str) -> None:
+    run, settings, _ = extracted
+    base = settings + [f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=6", "train.checkpoint_every=2"]
+    full = tmp_path / "full"
+    code, out, _ = invoke(command, base + [f"run.dir={full}"])
+    assert code == 0, out
+    ckpt = full / "checkpoints" / "checkpoint_00000004.pt"
+    assert ckpt.exists()
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copy(ckpt, part / "checkpoints" / ckpt.name)
+    code, out, summary = invoke(command, base + [f"run.dir={part}"], "--resume")
+    assert code == 0, out
+    assert summary["steps"] == 6
+    want = {r["step"]: r for r in read_metrics(full / "metrics.csv")}
+    got = read_metrics(part / "metrics.csv")
+    assert [r["step"] for r in got] == ["5", "6"]
+    for r in got:
+        for key in ("loss", "margin") + (("fcd", "sdc") if command == "distill" else ()):
+            assert float(r[key]) == pytest.approx(float(want[r["step"]][key]), abs=1e-6), (r["step"], key)
+
+
+def test_resume_refuses_changed_experiment(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    _run, settings, _ = extracted
+    code, out, _ = invoke("train", settings + [f"run.dir={tmp_path}", "train.steps=2"])
+    assert code == 0, out
+    code, out, _ = invoke("train", settings + [f"run.dir={tmp_path}", "loss.margin=0.3"], "--resume")
+    assert code == 2 and "[loss]" in out
+    code, out, _ = invoke("train", settings + [f"run.dir={tmp_path / 'none'}"], "--resume")
+    assert code == 2 and "no checkpoint" in out
+
+
+def test_distill_refuses_mismatched_cache(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    run, settings, _ = extracted
+    base = settings + [f"run.dir={tmp_path}", f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=1"]
+    for change, needle in [("data.synthetic.seed=99", "seed=99"),
+                           ("data.synthetic.identities=9", "listing_sha256"),
+                           ("teacher.mean=[0.4, 0.5, 0.5]", "mean"),
+                           ("teacher.embedding_size=64", "embedding_dim")]:
+        code, out, _ = invoke("distill", base + [change])
+        assert code == 2 and needle in out, (change, out)
+    code, out, _ = invoke("distill", base + [f"cache.path={tmp_path / 'nope.h5'}"])
+    assert code == 2 and "nope.h5" in out
+
+
+def test_distill_never_builds_the_teacher(extracted: tuple[Path, list[str], dict], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import models
+    import models.embedder as embedder
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher was built during distill")
+
+    monkeypatch.setattr(models, "build_teacher", forbidden)
+    for cls in (embedder.TorchEmbedder, embedder.OnnxEmbedder, embedder.TorchScriptEmbedder):
+        monkeypatch.setattr(cls, "__init__", forbidden)
+    run, settings, _ = extracted
+    code, out, _ = invoke("distill", settings + [f"run.dir={tmp_path}", f"cache.path={run / 'cache' / 'teacher.h5'}",
+                                                 "train.steps=2"])
+    assert code == 0, out
+
+
+def test_non_finite_loss_names_step_and_term(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    run, settings, _ = extracted
+    code, out, _ = invoke("distill", settings + [f"run.dir={tmp_path}", f"cache.path={run / 'cache' / 'teacher.h5'}",
+                                                 "loss.scale=nan"])
+    assert code == 1
+    assert "step 1" in out and "margin" in out
