@@ -37,6 +37,7 @@ def _setup_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs at INFO on every import
 
 
 def emit_summary(summary: dict[str, Any], run_dir: str | Path, command: str) -> None:
@@ -70,6 +71,16 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
     return wrapper
 
 
+def _verifier(cfg: PipelineConfig) -> Callable[[Any], dict[str, float]] | None:
+    """Periodic verification on `eval.pairs` every `train.eval_every` steps (wired here so that stage two
+    does not import the evaluation stage)."""
+    if not (cfg.eval.pairs and cfg.train.eval_every):
+        return None
+    from stages.evaluate.run import PeriodicVerifier
+
+    return PeriodicVerifier(cfg)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """ICD-Face distillation: teacher cache (extract), student training (train, distill), evaluation."""
@@ -92,7 +103,7 @@ def cmd_train(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
     """Train the [student] model with the margin loss only (teacher training, no-KD baseline)."""
     from stages.train import run_train
 
-    return run_train(cfg, resume=resume)
+    return run_train(cfg, resume=resume, verifier=_verifier(cfg))
 
 
 @main.command("distill")
@@ -102,7 +113,7 @@ def cmd_distill(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
     """Stage two: train the student with ICD-Face against the cached teacher embeddings."""
     from stages.distill import run_distill
 
-    return run_distill(cfg, resume=resume)
+    return run_distill(cfg, resume=resume, verifier=_verifier(cfg))
 
 
 @main.command("evaluate")

@@ -226,6 +226,8 @@ class RecordIOReader:
             need = length if prefix is None else min(length, max(prefix - have, 0))
             if need:
                 data = head[8:8 + need] if len(head) >= 8 + need else self._pread(need, pos + 8)
+                if len(data) < need:  # the file shrank after it was opened
+                    raise self._truncated(pos)
                 parts.append(data)
                 have += need
             pos += 8 + _pad4(length)

@@ -170,8 +170,31 @@ class _Canvas:
         return _clip_(q, 0.0, 1.0)
 
     def ellipse(self, du: np.ndarray, dv: np.ndarray, a: float, b: float) -> np.ndarray:
-        """Coverage of the ellipse (du/a)^2 + (dv/b)^2 < 1."""
-        return self.cover(self.quad(du, dv, a, b), min(a, b))
+        """Coverage of the ellipse (du/a)^2 + (dv/b)^2 < 1.
+
+        Round ones use q itself as the distance (cheap); elongated ones (aspect >= 2) the first-order
+        distance (q - 1) / |grad q|, without which their soft edge would stretch along the long axis,
+        bounded below by the distance past the end of the long axis (where the first-order estimate
+        of a thin ellipse collapses to the distance from the axis line).
+        """
+        if max(a, b) < 2.0 * min(a, b):
+            return self.cover(self.quad(du, dv, a, b), min(a, b))
+        gu = du * (1.0 / a**2)
+        gv = dv * (1.0 / b**2)
+        q = gu * du
+        q += gv * dv
+        gu *= gu
+        gv *= gv
+        gu += gv
+        np.sqrt(gu, out=gu)
+        gu += 1e-6
+        q -= 1.0
+        q /= gu
+        q *= 0.5
+        beyond = np.abs(du if a >= b else dv)
+        beyond -= max(a, b)
+        np.maximum(q, beyond, out=q)
+        return self.step(q)
 
     @staticmethod
     def quad(du: np.ndarray, dv: np.ndarray, a: float, b: float) -> np.ndarray:
@@ -195,6 +218,34 @@ class _Canvas:
         self.img += t
 
 
+def _yaw_warp(u: np.ndarray, yaw: float) -> np.ndarray:
+    """Face u of the (de-rotated) image u for a head cylinder of radius R turned by `yaw` radians.
+
+    The surface point at angle alpha shows at R sin(alpha + yaw), so u_face = R sin(beta - yaw) with
+    sin(beta) = u / R. Where the surface faces away (cos(alpha) < 0: behind the far cheek) the map goes
+    on monotonically past R, and outside the silhouette it continues linearly, so no point of the face
+    shows twice.
+    """
+    R = _CYL_RADIUS
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    sb = u * (1.0 / R)
+    cb = sb * sb
+    cb *= -1.0
+    cb += 1.0
+    np.maximum(cb, 0.0, out=cb)
+    np.sqrt(cb, out=cb)
+    out = sb * (R * cy)
+    out -= cb * (R * sy)
+    cos_a = cb * cy
+    cos_a += sb * sy
+    fold = cos_a < 0.0
+    if fold.any():
+        uu, uf = np.abs(u[fold]), np.abs(out[fold])
+        mag = np.where(uu <= R, 2.0 * R - uf, R * (1.0 - cy) + uu)
+        out[fold] = -math.copysign(1.0, yaw) * mag
+    return out
+
+
 class _Pose:
     """Maps between image coordinates (x right, y down, [-1, 1]) and face coordinates."""
 
@@ -210,14 +261,7 @@ class _Pose:
         u = (self.c * k) * xr + (self.s * k) * yc
         v = (-self.s * k) * xr + (self.c * k) * yc
         if self.yaw:
-            depth = u * u
-            depth *= -1.0 / _CYL_RADIUS**2
-            depth += 1.0
-            _clip_(depth, 0.0, 1.0)
-            np.sqrt(depth, out=depth)
-            depth *= -_CYL_RADIUS * math.sin(self.yaw)
-            u *= math.cos(self.yaw)
-            u += depth
+            u = _yaw_warp(u, self.yaw)
         return u, v
 
     def to_image(self, u: float, v: float) -> tuple[float, float]:
@@ -264,18 +308,17 @@ class _Draw:
         self.beard = _clamp(1.0 + n[14] * 0.25 * d, 0.3, 1.5)
         self.glasses_off = u[4] < 0.2 * d
         self.occluder = int(u[5] * 3) if u[6] < 0.1 * d else -1  # 0 mask, 1 sunglasses, 2 hand
-        self.occ = u[7:13]
-        self.bg = u[13:16] * 195.0 + 30.0
+        self.occ = u[7:14]  # position, size, colour, tone
+        self.bg = u[14:17] * 195.0 + 30.0
         self.bg_mix = min(1.0, d)
         self.bg_grad = (n[15:17] * 25.0 * d).astype(np.float32)
-        self.light_dir = 2.0 * math.pi * u[16]
-        self.light = 0.45 * d * u[17]
+        self.light_dir = 2.0 * math.pi * u[17]
+        self.light = 0.45 * d * u[18]
         self.ambient = _clamp(1.0 + n[17] * 0.16 * d, 0.45, 1.6)
         self.cast = (1.0 + np.clip(n[18:21], -2.5, 2.5) * 0.06 * d).astype(np.float32).reshape(3, 1, 1)
-        self.blur = 2.0 * d * u[18] ** 2
-        self.noise = 6.0 * d * u[19]
-        self.noise_at = (int(u[20] * 1e6), int(u[21] * 1e6))
-        self.hand = u[22:26]
+        self.blur = 2.0 * d * u[19] ** 2
+        self.noise = 6.0 * d * u[20]
+        self.noise_at = (int(u[21] * 1e6), int(u[22] * 1e6))
 
 
 def render_face(ident: FaceIdentity, rng: np.random.Generator, difficulty: float, size: int) -> np.ndarray:
@@ -294,8 +337,8 @@ def render_face(ident: FaceIdentity, rng: np.random.Generator, difficulty: float
     fw, fh, jaw = ident.face_w * nz.shape[0], ident.face_h * nz.shape[1], min(1.0, ident.jaw * nz.shape[2])
     fy = ident.face_y
     _draw_head(cv, pose, size, ident, nz, fw, fh, jaw, fy)
-    _draw_features(cv, pose, size, ident, nz, fw, fh, fy)
-    _draw_occluder(cv, pose, size, ident, nz, fy)
+    _draw_features(cv, pose, size, ident, nz)
+    _draw_occluder(cv, ident, nz)
     _finish(img, nz, x, y, size)
     out = np.empty((size, size, 3), dtype=np.uint8)
     out[...] = img.transpose(1, 2, 0)
@@ -360,7 +403,7 @@ def _draw_head(cv: _Canvas, pose: _Pose, size: int, ident: FaceIdentity, nz: _Dr
     cv.paint(top, ident.hair)
 
 
-def _draw_features(cv: _Canvas, pose: _Pose, size: int, ident: FaceIdentity, nz: _Draw, fw: float, fh: float, fy: float) -> None:
+def _draw_features(cv: _Canvas, pose: _Pose, size: int, ident: FaceIdentity, nz: _Draw) -> None:
     """Eyes, brows, glasses, nose, moustache, mouth and mole, each inside its bounding window."""
     sy = math.sin(nz.yaw)
     m = 2.0 * cv.w
@@ -396,9 +439,8 @@ def _draw_eyes(cv: _Canvas, ident: FaceIdentity, nz: _Draw, glasses: bool, gr: f
     eh = max(ident.eye_h * nz.eye_open, 0.004)
     du = AU - sep
     dv = V - ey
-    q = cv.quad(du, dv, ew, eh)
-    cv.paint(cv.cover(q * (1.0 / 1.45), eh * 1.2), ident.skin * 0.42)
-    white = cv.cover(q, eh)
+    cv.paint(cv.ellipse(du, dv, ew * 1.2, eh * 1.2), ident.skin * 0.42)
+    white = cv.ellipse(du, dv, ew, eh)
     cv.paint(white, _WHITE.reshape(3, 1, 1).astype(np.float32) * (ident.skin / 255.0) ** 0.25)
     gx, gy = nz.gaze_x * ew * np.sign(cv.U), nz.gaze_y * ident.eye_h
     qi = cv.quad(du - gx, dv - gy, ident.iris_r, ident.iris_r)
@@ -458,7 +500,7 @@ def _draw_nose_mouth(cv: _Canvas, ident: FaceIdentity, nz: _Draw, nx: float, mx:
     cv.paint(cv.ellipse(du, dv, mw * 0.88, 0.1 * lt + 0.9 * opening), np.array([70, 25, 30], np.float32).reshape(3, 1, 1))
 
 
-def _draw_occluder(cv: _Canvas, pose: _Pose, size: int, ident: FaceIdentity, nz: _Draw, fy: float) -> None:
+def _draw_occluder(cv: _Canvas, ident: FaceIdentity, nz: _Draw) -> None:
     """A face mask over nose and mouth, or a hand-like blob (sunglasses are drawn with the eyes)."""
     o = nz.occ
     col = _col(o[3:6] * 200.0 + 40.0)
@@ -469,7 +511,7 @@ def _draw_occluder(cv: _Canvas, pose: _Pose, size: int, ident: FaceIdentity, nz:
     elif nz.occluder == 2:
         cu, cvv = (o[0] - 0.5) * 1.2, (o[1] - 0.3) * 1.2
         blob = cv.ellipse(cv.U - cu, cv.V - cvv, 0.2 + 0.2 * o[2], 0.35)
-        cv.paint(blob, ident.skin * (0.85 + 0.3 * float(nz.hand[0])))
+        cv.paint(blob, ident.skin * (0.85 + 0.3 * float(o[6])))
 
 
 def _blur_pass(img: np.ndarray, forward: bool) -> None:

@@ -6,6 +6,7 @@ similarities all come from the cache, which must match this run's data, preproce
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,8 @@ def check_cache(cache: TeacherCache, cfg: PipelineConfig, dataset_info: dict[str
         raise ConfigError(f"cache '{cache.path}' does not match this run: " + "; ".join(problems))
 
 
-def run_distill(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
+def run_distill(cfg: PipelineConfig, resume: bool = False,
+                verifier: Callable[[Any], dict[str, float]] | None = None) -> dict[str, Any]:
     path = cache_path(cfg)
     dataset = build_dataset(cfg.data)
     if len(dataset) == 0:
@@ -72,4 +74,4 @@ def run_distill(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
                          cache=cache, cache_fingerprint={"teacher": cache.teacher_fingerprint,
                                                          "dataset": cache.dataset_fingerprint},
                          teacher_dim=cache.embedding_dim)
-    return run_loop(cfg, inputs, command="distill", resume=resume)
+    return run_loop(cfg, inputs, command="distill", resume=resume, verifier=verifier)

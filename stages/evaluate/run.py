@@ -168,6 +168,29 @@ def training_compactness(cfg: PipelineConfig, embedder: Embedder, max_rows: int,
             "gap": compactness_gap(s_stats, t_stats), "plot": str(plot)}
 
 
+class PeriodicVerifier:
+    """Verification accuracy of the training student on `eval.pairs`, for the loop's `train.eval_every`."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+        self.sets = []
+        for pairs_file in cfg.eval.pairs:
+            pair_set = load_pair_set(pairs_file, cfg.eval.root or None)
+            self.sets.append((pair_set, decode_set(pair_set, cfg.data.image_size)))
+
+    def __call__(self, student: torch.nn.Module) -> dict[str, float]:
+        device = next(student.parameters()).device
+        mean, std = STUDENT_NORM
+        embedder = TorchEmbedder(student, arch=self.cfg.student.arch, weights_sha256="", input_size=self.cfg.data.image_size,
+                                 mean=mean, std=std, color="RGB", device=str(device))
+        out = {}
+        for pair_set, images in self.sets:
+            emb = fused_embeddings(embedder, images, self.cfg.eval.batch_size)
+            result = summarize(emb[pair_set.idx1], emb[pair_set.idx2], pair_set.issame, nfolds=self.cfg.eval.nfolds)
+            out[pair_set.name] = float(result["accuracy_mean"])
+        return out
+
+
 def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     if not cfg.eval.pairs:
         raise ConfigError("config key 'eval.pairs' is empty: give one or more pair files (pairs.txt or .bin)")
@@ -177,9 +200,11 @@ def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out_dir, f"{tag}_config.toml")
     sets: dict[str, Any] = {}
-    embeddings: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for pairs_file in cfg.eval.pairs:
         pair_set = load_pair_set(pairs_file, cfg.eval.root or None)
+        name = pair_set.name if pair_set.name not in sets else Path(pairs_file).name
+        if name in sets:
+            raise ConfigError(f"config key 'eval.pairs': '{pairs_file}' is listed twice")
         if embedder is None:
             emb = cache_embeddings(cfg, pair_set)
         else:
@@ -188,15 +213,14 @@ def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
         e1, e2 = emb[pair_set.idx1], emb[pair_set.idx2]
         record = summarize(e1, e2, pair_set.issame, nfolds=cfg.eval.nfolds)
         fpr, tpr = roc_curve(-squared_l2_distance(e1, e2).astype(np.float64), pair_set.issame)
-        roc_png = out_dir / f"{tag}_{pair_set.name}_roc.png"
-        plot_roc({tag: (fpr, tpr)}, roc_png, f"{pair_set.name}: {tag}")
+        roc_png = out_dir / f"{tag}_{name}_roc.png"
+        plot_roc({tag: (fpr, tpr)}, roc_png, f"{name}: {tag}")
         record = {k: v for k, v in record.items() if k not in ("thresholds", "fold_accuracies")}
         record["roc_plot"] = str(roc_png)
         if pair_set.labels is not None:
             record["similarity"] = similarity_stats(emb, pair_set.labels)
-        sets[pair_set.name] = record
-        embeddings[pair_set.name] = (emb, pair_set.labels)
-        log.info("%s on %s: accuracy %.4f +- %.4f, AUC %s", tag, pair_set.name, record["accuracy_mean"],
+        sets[name] = record
+        log.info("%s on %s: accuracy %.4f +- %.4f, AUC %s", tag, name, record["accuracy_mean"],
                  record["accuracy_std"], record["auc"])
     summary: dict[str, Any] = {"command": "evaluate", "model": cfg.eval.model, "sets": sets}
     if embedder is not None and cfg.eval.model != "teacher":

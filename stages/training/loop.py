@@ -15,6 +15,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,8 +119,13 @@ def _sampler_inputs(labels: np.ndarray, rows: np.ndarray, positives: np.ndarray 
     return compact.astype(np.int64), pos
 
 
-def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bool = False) -> dict[str, Any]:
-    """Train for `train.steps` (or `train.epochs`) and return the JSON summary."""
+def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bool = False,
+             verifier: Callable[[nn.Module], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train for `train.steps` (or `train.epochs`) and return the JSON summary.
+
+    `verifier`, when given, is called with the student every `train.eval_every` steps and returns
+    verification accuracies by pair-set name (logged, and appended to `<run.dir>/verification.csv`).
+    """
     distill = inputs.provider is not None
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)
@@ -282,6 +288,11 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
                         if k != "step":
                             tb.add_scalar(k, v, step)
             metrics.append(row)
+            if verifier is not None and tc.eval_every and (step % tc.eval_every == 0 or step == total):
+                accuracies = verifier(student)
+                student.train()
+                log.info("step %d verification: %s", step, " ".join(f"{k} {v:.4f}" for k, v in accuracies.items()))
+                _append_verification(run_dir / "verification.csv", step, accuracies)
             if step % tc.checkpoint_every == 0 and step < total:
                 last_ckpt = save()
             if step >= total:
@@ -309,6 +320,15 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
         "metrics": str(run_dir / "metrics.csv"),
         "config": str(run_dir / "config.toml"),
     }
+
+
+def _append_verification(path: Path, step: int, accuracies: dict[str, float]) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.writer(fh)
+        if new:
+            w.writerow(["step", *accuracies])
+        w.writerow([step, *accuracies.values()])
 
 
 def _resume_target(setting: str, flag: bool, ckpt_dir: Path) -> Path | None:

@@ -1,0 +1,360 @@
+"""Stage-two step cost, side by side: plain training, distillation from the cache, online-teacher distillation.
+
+    python bench/distill_step.py [--student mobilefacenet|timm/<name>] [--image-size N] [--batch-size B]
+        [--warmup-steps W] [--steps S] [--repeats R] [--workers K] [--online-bank memo|teacher] [--device auto]
+
+Same student, same synthetic data, same batch size and config in all three variants:
+- plain: `stages.train.run_train` (what `python cli.py train` does: margin loss only);
+- cache: `stages.distill.run_distill` (what `python cli.py distill` does) against a cache that this
+  script first extracts with `stages.extract.run_extract` from the teacher below (not timed as a step);
+- online: `stages.training.loop.run_loop` with `stages.training.targets.OnlineTargets`: the teacher (an
+  IResNet-50 with random weights, built here only) runs on every batch. Feature-bank entries need
+  teacher targets too; `--online-bank memo` (default) keeps each (row, flip)'s teacher embedding from
+  the step that computed it, the cheap way an online trainer would keep them, so the online variant
+  pays the teacher on the batch only; `--online-bank teacher` re-runs the teacher on the bank's rows
+  as `OnlineTargets.lookup` does (much slower: up to bank_size x batch extra images per step).
+
+How a step is timed: each variant runs with `train.log_every=1`, so the loop's own `images_per_s`
+column in `metrics.csv` is batch / (time between two consecutive log points), i.e. one full step cycle:
+waiting for the batch, forward, targets (cache read or teacher), loss, backward, optimiser, bank update,
+metrics row. The sampler drops no row and pads the last batch, so every step has `batch_size` images and
+step seconds = batch_size / images_per_s. The first `--warmup-steps` steps (worker start-up, allocator
+and kernel set-up) are skipped; the median of the remaining per-step times is the variant's step time
+(the median also ignores the DataLoader restart at an epoch boundary, a cost that is negligible in a
+real epoch of thousands of steps; the mean is reported too). In the online variant the teacher calls
+are timed as well (CUDA synchronised), which gives the teacher's share of the step.
+
+Each variant of each repeat runs in a fresh subprocess, so the peak memory is per variant: ru_maxrss
+of the training process (and the largest of its DataLoader workers) on CPU, and
+torch.cuda.max_memory_allocated on CUDA. Variants alternate (plain, cache, online, then online, cache,
+plain, ...); the figures are medians over repeats and the ratios medians of per-repeat ratios.
+Targets: cache step <= 1.10 x plain step; online step - cache step >= the teacher's time per step.
+
+Defaults: on this 2-core CPU image size 32, batch 64 (16 identities x 4), 48 x 8 synthetic images,
+3 warm-up + 8 timed steps, 2 repeats (a few minutes, most of it process start-up and first-step
+set-up); on CUDA image size 112, batch 128, 256 x 8 images, 10 + 40 steps, 3 repeats, 8 workers.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (  # noqa: E402
+    emit_json,
+    gpu_peak_mb,
+    machine_info,
+    median,
+    pick_device,
+    print_table,
+    quiet,
+    reset_gpu_peak,
+    save_random_backbone,
+    set_threads,
+    sync,
+)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from config import PipelineConfig, load_config  # noqa: E402
+
+VARIANTS = ("plain", "cache", "online")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    ap.add_argument("--student", default="mobilefacenet", help="student arch: mobilefacenet, iresnet18, timm/<name>")
+    ap.add_argument("--student-dim", type=int, default=512, help="student embedding size (512: no projector)")
+    ap.add_argument("--teacher", default="iresnet50", help="teacher arch for the cache and the online variant")
+    ap.add_argument("--image-size", type=int, default=0, help="default: 112 on CUDA, 32 on CPU")
+    ap.add_argument("--batch-size", type=int, default=0, help="default: 128 on CUDA, 64 on CPU")
+    ap.add_argument("--images-per-identity", type=int, default=4, help="train.images_per_identity (M)")
+    ap.add_argument("--identities", type=int, default=0, help="synthetic identities (default: 256 CUDA, 48 CPU)")
+    ap.add_argument("--per-identity", type=int, default=8, help="synthetic images per identity")
+    ap.add_argument("--warmup-steps", type=int, default=0, help="untimed first steps (default: 10 CUDA, 3 CPU)")
+    ap.add_argument("--steps", type=int, default=0, help="timed steps (default: 40 CUDA, 8 CPU)")
+    ap.add_argument("--repeats", type=int, default=0, help="rounds over the variants (default: 3 CUDA, 2 CPU)")
+    ap.add_argument("--workers", type=int, default=-1, help="data.workers (default: 8 CUDA, 2 CPU)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    ap.add_argument("--online-bank", choices=("memo", "teacher"), default="memo")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of plain,cache,online")
+    ap.add_argument("--workdir", default="", help="where the cache and runs go (default: a temp dir)")
+    ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--worker-spec", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    cuda = pick_device(args.device).type == "cuda"
+    defaults = {"image_size": (112, 32), "batch_size": (128, 64), "identities": (256, 48),
+                "warmup_steps": (10, 3), "steps": (40, 8), "repeats": (3, 2)}
+    for name, (on_gpu, on_cpu) in defaults.items():
+        if not getattr(args, name):
+            setattr(args, name, on_gpu if cuda else on_cpu)
+    if args.workers < 0:
+        args.workers = min(8, os.cpu_count() or 2) if cuda else 2
+    return args
+
+
+def overrides(spec: dict[str, Any], run_dir: Path) -> list[str]:
+    """The `--set` list shared by the extraction and all three variants."""
+    return [
+        f"run.dir={run_dir}", "run.seed=0", f"run.device={spec['device']}",
+        "data.format=synthetic", f"data.image_size={spec['image_size']}", f"data.workers={spec['workers']}",
+        f"data.synthetic.identities={spec['identities']}", f"data.synthetic.images_per_identity={spec['per_identity']}",
+        f"teacher.arch={spec['teacher']}", f"teacher.weights={spec['weights']}", "teacher.embedding_size=512",
+        f"cache.path={spec['cache']}",
+        f"student.arch={spec['student']}", f"student.embedding_size={spec['student_dim']}",
+        f"train.steps={spec['warmup_steps'] + spec['steps']}", f"train.batch_size={spec['batch_size']}",
+        f"train.images_per_identity={spec['images_per_identity']}", "train.lr=0.01", "train.warmup_steps=0",
+        "train.log_every=1", "train.checkpoint_every=1000000000",
+    ]
+
+
+class TimedOnlineTargets:
+    """`OnlineTargets` whose teacher calls are timed; bank targets memoised (`memo`) or recomputed."""
+
+    def __init__(self, teacher: Any, dataset: Any, device: torch.device, memo: bool) -> None:
+        from stages.training.targets import OnlineTargets
+
+        self.online = OnlineTargets(teacher, dataset)
+        self.embedding_size = self.online.embedding_size
+        self.device = device
+        self.memo = memo
+        self.store = torch.zeros(len(dataset), 2, self.embedding_size) if memo else None
+        self.known = np.zeros((len(dataset), 2), dtype=bool)
+        self.teacher_seconds: list[float] = []  # per step: batch targets plus any bank recomputation
+        self.recomputed_rows = 0
+
+    def _timed(self, fn: Any, *a: Any) -> tuple[torch.Tensor, float]:
+        sync(self.device)
+        start = time.perf_counter()
+        out = fn(*a)
+        sync(self.device)
+        return out, time.perf_counter() - start
+
+    def batch_targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        out, seconds = self._timed(self.online.batch_targets, batch)
+        self.teacher_seconds.append(seconds)
+        if self.store is not None:
+            rows, flips = batch["rows"], batch["flips"]
+            self.store[rows, flips] = out.float().cpu()
+            self.known[rows.numpy(), flips.numpy()] = True
+        return out
+
+    def lookup(self, rows: np.ndarray, flips: np.ndarray) -> torch.Tensor:
+        flips = flips.astype(np.int64)
+        if self.store is not None and self.known[rows, flips].all():
+            return self.store[torch.from_numpy(rows), torch.from_numpy(flips)]
+        out, seconds = self._timed(self.online.lookup, rows, flips)
+        self.recomputed_rows += len(rows)
+        if self.teacher_seconds:
+            self.teacher_seconds[-1] += seconds
+        return out
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    """One variant in this (fresh) process; prints its per-step times and memory peaks as a JSON line."""
+    spec = json.loads(args.worker_spec)
+    quiet()
+    set_threads(spec["threads"])
+    device = pick_device(spec["device"])
+    run_dir = Path(spec["run_dir"])
+    cfg = load_config(None, overrides(spec, run_dir))
+    reset_gpu_peak(device)
+    teacher_seconds: list[float] = []
+    recomputed = 0
+    if args.worker == "plain":
+        from stages.train import run_train
+
+        summary = run_train(cfg)
+    elif args.worker == "cache":
+        from stages.distill import run_distill
+
+        summary = run_distill(cfg)
+    else:
+        summary, provider = run_online(cfg, device, spec["online_bank"] == "memo")
+        teacher_seconds, recomputed = provider.teacher_seconds, provider.recomputed_rows
+    step_seconds = read_step_seconds(run_dir / "metrics.csv", spec["batch_size"])
+    emit_json({
+        "variant": args.worker,
+        "step_seconds": step_seconds,
+        "teacher_seconds": teacher_seconds,
+        "bank_rows_recomputed": recomputed,
+        "loop_images_per_s": summary["images_per_s"],
+        "steps": summary["steps"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_loader_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0,
+        "peak_gpu_mb": gpu_peak_mb(device),
+    })
+
+
+def run_online(cfg: PipelineConfig, device: torch.device, memo: bool) -> tuple[dict[str, Any], TimedOnlineTargets]:
+    """The distillation loop with the teacher run on every batch (no cache)."""
+    from models import build_teacher
+    from readers import build_dataset
+    from stages.training.loop import TrainInputs, run_loop
+
+    dataset = build_dataset(cfg.data)
+    teacher = build_teacher(cfg.teacher, cfg.data.image_size, str(device))
+    provider = TimedOnlineTargets(teacher, dataset, device, memo)
+    inputs = TrainInputs(dataset=dataset, rows=np.arange(len(dataset), dtype=np.int64), provider=provider,
+                         teacher_dim=provider.embedding_size)
+    return run_loop(cfg, inputs, command="distill"), provider
+
+
+def read_step_seconds(metrics: Path, batch_size: int) -> list[float]:
+    """Per-step wall time from the loop's `images_per_s` column (logged every step)."""
+    with open(metrics, newline="") as fh:
+        return [batch_size / float(row["images_per_s"]) for row in csv.DictReader(fh)]
+
+
+def launch(variant: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one variant in a fresh Python process; returns its JSON result."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", variant, "--worker-spec", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[1]))
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"variant {variant} failed (exit {proc.returncode})")
+    return json.loads(lines[-1])
+
+
+def extract_cache(spec: dict[str, Any], work: Path) -> dict[str, Any]:
+    from stages.extract import run_extract
+
+    return run_extract(load_config(None, overrides(spec, work / "extract_run")))
+
+
+def main() -> None:
+    args = parse_args()
+    if args.worker:
+        run_worker(args)
+        return
+    quiet()
+    set_threads(args.threads)
+    device = pick_device(args.device)
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"--variants: unknown {', '.join(sorted(unknown))} (choose from {', '.join(VARIANTS)})")
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_distill_"))
+    work.mkdir(parents=True, exist_ok=True)
+    spec: dict[str, Any] = {
+        "device": str(device), "threads": args.threads, "image_size": args.image_size, "workers": args.workers,
+        "identities": args.identities, "per_identity": args.per_identity, "teacher": args.teacher,
+        "weights": str(work / "teacher_backbone.pth"), "cache": str(work / "cache" / "teacher.h5"),
+        "student": args.student, "student_dim": args.student_dim, "warmup_steps": args.warmup_steps,
+        "steps": args.steps, "batch_size": args.batch_size, "images_per_identity": args.images_per_identity,
+        "online_bank": args.online_bank,
+    }
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    try:
+        save_random_backbone(args.teacher, 512, args.image_size, Path(spec["weights"]))
+        extract = extract_cache(spec, work) if "cache" in variants else None
+        if extract is not None:
+            print(f"cache extracted: {extract['rows']} rows at {extract['images_per_s']} img/s", file=sys.stderr)
+        for rep in range(args.repeats):
+            for variant in (variants if rep % 2 == 0 else variants[::-1]):
+                run_dir = work / f"run_{variant}_{rep}"
+                res = launch(variant, dict(spec, run_dir=str(run_dir)))
+                shutil.rmtree(run_dir, ignore_errors=True)
+                results[variant].append(res)
+                timed_steps = res["step_seconds"][args.warmup_steps:]
+                print(f"repeat {rep + 1}/{args.repeats} {variant}: median step {median(timed_steps):.3f}s "
+                      f"over {len(timed_steps)} steps", file=sys.stderr, flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    report(args, device, variants, results, extract)
+
+
+def summarise(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-variant medians over repeats of each run's median (and mean) timed step."""
+    w = args.warmup_steps
+    medians = [median(r["step_seconds"][w:]) for r in runs]
+    means = [float(np.mean(r["step_seconds"][w:])) for r in runs]
+    teacher = [median(r["teacher_seconds"][w:]) for r in runs if r["teacher_seconds"]]
+    gpu = [r["peak_gpu_mb"] for r in runs if r["peak_gpu_mb"] is not None]
+    return {
+        "step_s": median(medians), "step_s_mean": median(means), "per_repeat_step_s": medians,
+        "images_per_s": args.batch_size / median(medians),
+        "teacher_s": median(teacher) if teacher else None,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
+        "peak_rss_loader_workers_mb": max(r["peak_rss_loader_workers_mb"] for r in runs),
+        "peak_gpu_mb": max(gpu) if gpu else None,
+        "bank_rows_recomputed": sum(r["bank_rows_recomputed"] for r in runs),
+    }
+
+
+def _rounded(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, x in values.items():
+        out[key] = round(x, 4) if isinstance(x, float) else [round(y, 4) for y in x] if isinstance(x, list) else x
+    return out
+
+
+def report(args: argparse.Namespace, device: torch.device, variants: list[str],
+           results: dict[str, list[dict[str, Any]]], extract: dict[str, Any] | None) -> None:
+    s = {v: summarise(args, results[v]) for v in variants}
+
+    def per_repeat_ratio(a: str, b: str) -> float | None:
+        if a not in s or b not in s:
+            return None
+        return median([x / y for x, y in zip(s[a]["per_repeat_step_s"], s[b]["per_repeat_step_s"])])
+
+    cache_vs_plain = per_repeat_ratio("cache", "plain")
+    online_vs_cache = per_repeat_ratio("online", "cache")
+    rows = []
+    for v in variants:
+        base = s["plain"]["step_s"] if "plain" in s else None
+        rows.append([v, s[v]["step_s"], s[v]["step_s_mean"], s[v]["images_per_s"],
+                     None if base is None else s[v]["step_s"] / base, s[v]["teacher_s"],
+                     s[v]["peak_rss_mb"], s[v]["peak_rss_loader_workers_mb"], s[v]["peak_gpu_mb"]])
+    print_table(f"stage-two step: student {args.student}, teacher {args.teacher}, {args.image_size}px, batch "
+                f"{args.batch_size}, {args.identities}x{args.per_identity} synthetic images, workers {args.workers}, "
+                f"device {device}, {args.steps} timed steps after {args.warmup_steps}, medians of {args.repeats}",
+                ["variant", "step s (median)", "step s (mean)", "images/s", "vs plain", "teacher s/step",
+                 "peak RSS MiB", "loader RSS MiB", "peak GPU MiB"], rows)
+    figures: dict[str, Any] = {
+        "benchmark": "distill_step",
+        "student": args.student, "student_dim": args.student_dim, "teacher": args.teacher,
+        "image_size": args.image_size, "batch_size": args.batch_size, "identities": args.identities,
+        "per_identity": args.per_identity, "warmup_steps": args.warmup_steps, "timed_steps": args.steps,
+        "repeats": args.repeats, "workers": args.workers, "online_bank": args.online_bank,
+        "variants": {v: _rounded(s[v]) for v in variants},
+        "extract_images_per_s": None if extract is None else extract["images_per_s"],
+        "cache_over_plain": None if cache_vs_plain is None else round(cache_vs_plain, 4),
+        "online_over_cache": None if online_vs_cache is None else round(online_vs_cache, 4),
+    }
+    if cache_vs_plain is not None:
+        ok = cache_vs_plain <= 1.10
+        figures["cache_meets_plus_10pct"] = ok
+        print(f"cache / plain step time = {cache_vs_plain:.3f} ({'meets' if ok else 'misses'} the <= 1.10 target)")
+    if "online" in s and "cache" in s and s["online"]["teacher_s"]:
+        online, cache, teacher = s["online"]["step_s"], s["cache"]["step_s"], s["online"]["teacher_s"]
+        saving, share = (online - cache) / online, teacher / online
+        ok = online - cache >= teacher
+        figures.update(online_saving_fraction=round(saving, 4), teacher_share_of_online_step=round(share, 4),
+                       saving_over_teacher_time=round((online - cache) / teacher, 4), cache_meets_teacher_share=ok)
+        print(f"online / cache step time = {online_vs_cache:.3f}; cache saves {saving:.1%} of the online step, "
+              f"the teacher takes {share:.1%} of it ({'meets' if ok else 'misses'}: saving >= teacher share)")
+        if s["online"]["bank_rows_recomputed"]:
+            print(f"online: {s['online']['bank_rows_recomputed']} bank rows were re-embedded by the teacher")
+    figures.update(machine_info(device))
+    emit_json(figures)
+
+
+if __name__ == "__main__":
+    main()
