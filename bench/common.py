@@ -130,12 +130,32 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def save_random_backbone(arch: str, embedding_size: int, image_size: int, path: Path, seed: int = 0) -> Path:
-    """A randomly initialised backbone saved as an insightface-style `backbone.pth` (plain state_dict)."""
+def save_random_backbone(arch: str, embedding_size: int, image_size: int, path: Path, seed: int = 0,
+                         calibration_images: int = 16) -> Path:
+    """A random-weight backbone with calibrated BatchNorm statistics, saved as a plain-state_dict `backbone.pth`.
+
+    Straight from initialisation, a deep IResNet in eval mode (running mean 0, variance 1) scales its
+    activations by a constant factor per block: IResNet-50 overflows to inf at 112 px, shallower ones
+    can sink into float32 denormals, which makes CPU kernels tens of times slower and would distort
+    every timing. One train-mode pass over `calibration_images` synthetic faces (cumulative BN
+    averages) sets the running statistics, so eval-mode activations stay O(1) as in a trained network.
+    """
     from models import create_backbone
+    from readers import SyntheticDataset
 
     torch.manual_seed(seed)
     model = create_backbone(arch, embedding_size, image_size)
+    if calibration_images:
+        faces = SyntheticDataset(calibration_images, 1, image_size, seed + 4242, 1.0)
+        x = torch.from_numpy(np.stack([faces.load(i) for i in range(len(faces))]))
+        x = x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # (x/255 - 0.5)/0.5
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration pass
+        model.train()
+        with torch.no_grad():
+            model(x)
     torch.save(model.state_dict(), path)
     return path
 

