@@ -18,14 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-# Before torch and the project import tqdm (it reads TQDM_* at import): no progress bars inside timings.
+# Before torch and the project import tqdm (it reads TQDM_* at import): no progress bars inside timings
+# (the scripts set it too, ahead of their own torch import).
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+import numpy as np
+import torch
 
 
 def quiet() -> None:
@@ -41,10 +40,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def set_threads(threads: int) -> None:
-    """Intra-op threads for torch (0 keeps torch's default)."""
+def set_threads(threads: int, device: torch.device) -> int:
+    """Set torch's intra-op threads; returns the count in use.
+
+    threads > 0: that many; 0: torch's default (one per core); < 0 (the scripts' default): one thread
+    on CPU, torch's default on CUDA. On a 2-core machine shared with other jobs, two OpenMP threads
+    wait on each other whenever another process holds a core: an IResNet-18 forward pass measured
+    0.26-2.1 s with 2 threads and a steady 0.15 s with 1, so one thread gives far steadier CPU timings.
+    """
+    if threads < 0 and device.type == "cpu":
+        threads = 1
     if threads > 0:
         torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def sync(device: torch.device) -> None:
@@ -88,13 +96,24 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     """Where the figures were measured: device, threads, cores and the 1-minute load average."""
     info: dict[str, Any] = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "torch": torch.__version__,
     }
     return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

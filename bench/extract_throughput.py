@@ -1,7 +1,7 @@
 """Stage-one throughput: `run_extract` against the bare teacher forward pass, same batches, same run.
 
-    python bench/extract_throughput.py [--arch iresnet50] [--image-size 112] [--identities 32]
-        [--per-identity 8] [--batch-size 128] [--workers 2] [--repeats 2] [--device auto]
+    python bench/extract_throughput.py [--arch ARCH] [--image-size 112] [--identities N]
+        [--per-identity M] [--batch-size B] [--workers 2] [--repeats R] [--threads T] [--device auto]
 
 - bare: every image decoded into memory first; only `teacher.embed(images)` and
   `teacher.embed(flipped images)` are timed, batch by batch, with the teacher built exactly as
@@ -13,17 +13,22 @@
   (teacher build and weight hashing, cache creation, loop, positives, FAISS index, quality report).
 - ratio = extract loop images/s / bare images/s (target >= 0.9).
 
-The teacher is a randomly initialised backbone saved to a temporary `backbone.pth` (throughput does not
-depend on the weights). One untimed warm-up batch (full and last-batch shapes) runs first, so neither
+The teacher is a random-weight backbone with BatchNorm statistics calibrated on a few synthetic faces
+(`bench.common.save_random_backbone`; raw initial weights overflow or underflow, which distorts CPU
+timings), saved to a temporary `backbone.pth`. One untimed warm-up batch (full and last-batch shapes) runs first, so neither
 variant pays one-off kernel set-up. The variants alternate (bare, extract, then extract, bare, ...)
 and the reported figures are medians over repeats; the ratio is the median of per-repeat ratios.
+On CUDA the peak allocated memory is reported per variant (the extract figure includes the bare
+variant's teacher weights, which stay allocated).
 
 Defaults: on CUDA iresnet50 at 112 px, 64 x 32 images, batch 128, 3 repeats; on this 2-core CPU
-iresnet18 at 112 px, 16 x 8 = 128 images, batch 32, 2 repeats (about 1-2 minutes).
+iresnet18 at 112 px, 16 x 8 = 128 images, batch 32, 2 repeats, one torch thread (see
+`bench.common.set_threads`; the two decode workers use the second core), about 1-2 minutes.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -32,9 +37,13 @@ from pathlib import Path
 from typing import Any
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
+os.environ.setdefault("TQDM_DISABLE", "1")  # before torch imports tqdm: no progress bars in timings
 
-from bench.common import (  # noqa: E402  (first: it sets TQDM_DISABLE before tqdm is imported)
+import numpy as np
+import torch
+
+from bench.common import (
     emit_json,
     gpu_peak_mb,
     machine_info,
@@ -47,14 +56,10 @@ from bench.common import (  # noqa: E402  (first: it sets TQDM_DISABLE before tq
     set_threads,
     timed,
 )
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from config import PipelineConfig, load_config  # noqa: E402
-from models import build_teacher  # noqa: E402
-from readers import build_dataset  # noqa: E402
-from stages.extract import run_extract  # noqa: E402
+from config import PipelineConfig, load_config
+from models import build_teacher
+from readers import build_dataset
+from stages.extract import run_extract
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,7 +73,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--workers", type=int, default=2, help="data.workers for extract")
     ap.add_argument("--embedding-size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=0, help="bare/extract pairs (default: 3 CUDA, 2 CPU)")
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
+    ap.add_argument("--threads", type=int, default=-1,
+                    help="torch intra-op threads (default -1: 1 on CPU, torch default on CUDA; 0: torch default)")
     ap.add_argument("--workdir", default="", help="where temporary caches go (default: a temp dir)")
     args = ap.parse_args()
     cuda = pick_device(args.device).type == "cuda"
@@ -116,8 +122,8 @@ def extract_pass(cfg: PipelineConfig, device: torch.device, n: int) -> tuple[flo
 def main() -> None:
     args = parse_args()
     quiet()
-    set_threads(args.threads)
     device = pick_device(args.device)
+    set_threads(args.threads, device)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_extract_"))
     work.mkdir(parents=True, exist_ok=True)
     try:

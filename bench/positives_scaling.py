@@ -22,9 +22,12 @@ import time
 from pathlib import Path
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
 
-from bench.common import (  # noqa: E402
+import faiss
+import numpy as np
+
+from bench.common import (
     clustered_unit_vectors,
     emit_json,
     machine_info,
@@ -34,10 +37,7 @@ from bench.common import (  # noqa: E402
     quiet,
     rss_peak_mb,
 )
-
-import numpy as np  # noqa: E402
-
-from cache import build_index, build_positives, quality_report  # noqa: E402
+from cache import build_index, build_positives, quality_report
 
 
 def prefix_rows(labels: np.ndarray, size: int) -> int:
@@ -56,8 +56,12 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=1.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="FAISS OpenMP threads for the index and report (0: FAISS default; build_positives uses 1)")
     args = ap.parse_args()
     quiet()
+    if args.threads > 0:
+        faiss.omp_set_num_threads(args.threads)
     sizes = sorted(set(args.sizes))
     start = time.perf_counter()
     emb_all, labels_all = clustered_unit_vectors(sizes[-1], args.dim, args.per_identity, args.noise, args.seed)
@@ -116,6 +120,7 @@ def main() -> None:
         "at_rows": base_n,
         "generate_seconds": round(gen_s, 2),
         "peak_rss_mb": round(rss_peak_mb(), 1),
+        "faiss_threads": faiss.omp_get_max_threads(),
         **machine_info(pick_device("cpu")),
     })
 

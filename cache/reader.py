@@ -14,6 +14,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
 
 from cache import layout
 from cache.writer import partial_path, row_blocks
@@ -218,7 +219,8 @@ class TeacherCache:
             raise PipelineError(f"row {int(rows[np.argmax(missing)])} of teacher cache '{self.path}' has no "
                                 "embedding (its image was skipped at extraction)")
         if self._ram is not None:
-            return self._ram[rows, flips].astype(np.float32, copy=False)
+            # torch converts float16 to float32 several times faster than numpy's astype
+            return torch.from_numpy(self._ram[rows, flips]).float().numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
         block = self._read_rows(unique)
         return block[inverse, flips].astype(np.float32, copy=False)

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny synthetic pipeline configuration and a random-weight teacher backbone."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,23 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def invoke(command: str, settings: list[str], *extra: str) -> tuple[int, str, dict | None]:
+    """Run `cli.py <command>` through click's CliRunner: (exit code, output, last-line JSON summary)."""
+    from click.testing import CliRunner
+
+    import cli
+
+    args = [command, "--config", str(REPO / "pipeline.toml"), *extra]
+    for s in settings:
+        args += ["--set", s]
+    result = CliRunner().invoke(cli.main, args, catch_exceptions=False)
+    lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
+    summary = json.loads(lines[-1]) if result.exit_code == 0 and lines else None
+    return result.exit_code, result.output, summary
 
 
 def tiny_settings(run_dir: Path, teacher_weights: Path | str = "") -> list[str]:

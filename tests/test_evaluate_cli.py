@@ -1,31 +1,14 @@
 """`evaluate` through CliRunner: every kind of model, LFW-style and `.bin` sets; and `demo --quick`."""
 from __future__ import annotations
 
-import io
-import json
 import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
-from PIL import Image
 
-import cli
-from conftest import tiny_settings
+from conftest import invoke, tiny_settings
 from readers.folder import FolderDataset
 from readers.synthetic import SyntheticDataset, write_pair_set
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def invoke(command: str, settings: list[str], *extra: str) -> tuple[int, str, dict | None]:
-    args = [command, "--config", str(REPO / "pipeline.toml"), *extra]
-    for s in settings:
-        args += ["--set", s]
-    result = CliRunner().invoke(cli.main, args, catch_exceptions=False)
-    lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
-    return result.exit_code, result.output, json.loads(lines[-1]) if result.exit_code == 0 else None
 
 
 @pytest.fixture(scope="module")

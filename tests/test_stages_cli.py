@@ -9,22 +9,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-import cli
-from conftest import tiny_settings
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def invoke(command: str, settings: list[str], *extra: str) -> tuple[int, str, dict | None]:
-    args = [command, "--config", str(REPO / "pipeline.toml"), *extra]
-    for s in settings:
-        args += ["--set", s]
-    result = CliRunner().invoke(cli.main, args, catch_exceptions=False)
-    lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
-    summary = json.loads(lines[-1]) if result.exit_code == 0 and lines else None
-    return result.exit_code, result.output, summary
+from conftest import invoke, tiny_settings
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:
@@ -165,3 +151,31 @@ def test_non_finite_loss_names_step_and_term(extracted: tuple[Path, list[str], d
                                                  "loss.scale=nan"])
     assert code == 1
     assert "step 1" in out and "margin" in out
+
+
+def test_extract_skips_corrupt_image_unless_strict(tmp_path: Path, teacher_weights: Path) -> None:
+    from readers.synthetic import SyntheticDataset, write_pair_set
+
+    faces = Path(write_pair_set(SyntheticDataset(6, 4, 16, seed=5, difficulty=1.0), tmp_path / "faces", 20, seed=0)).parent
+    (faces / "pairs.txt").unlink()
+    bad = sorted(faces.glob("*/*.png"))[5]
+    bad.write_bytes(b"not an image")
+    key = bad.relative_to(faces).as_posix()
+    settings = tiny_settings(tmp_path / "run", teacher_weights) + ["data.format=folder", f"data.root={faces}",
+                                                                   "train.batch_size=8"]
+    code, out, _ = invoke("extract", settings + [f"run.dir={tmp_path / 'strict'}",
+                                                 f"cache.path={tmp_path / 'strict' / 't.h5'}"], "--strict")
+    assert code == 1 and key in out
+    assert not (tmp_path / "strict" / "t.h5").exists()
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    assert summary["rows"] == 23 and summary["skipped"] == 1
+    report = json.loads(Path(summary["report"]).read_text())
+    assert key in json.dumps(report["skipped"])
+    with h5py.File(summary["cache"], "r") as f:
+        done = f["done"][...]
+        keys = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][...]]
+    assert not done[keys.index(key)] and done.sum() == 23
+    code, out, summary = invoke("distill", settings + [f"run.dir={tmp_path / 'd'}", "train.steps=2",
+                                                       f"cache.path={tmp_path / 'run' / 'cache' / 'teacher.h5'}"])
+    assert code == 0, out
