@@ -5,6 +5,7 @@ and of its horizontal flip are written in blocks, with the `done` mask making th
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -61,13 +62,14 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
                                     teacher.fingerprint())
 
     if out.exists():
-        existing = TeacherCache(out, in_ram="never")
-        existing.check_matches(fingerprint)
-        if idx_file.exists():
+        with TeacherCache(out, in_ram="never") as existing:
+            existing.check_matches(fingerprint)
+            rows_done = existing.rows_done
+        if idx_file.exists() and report_file.exists():
             log.info("cache %s is complete and matches this teacher and data: nothing to do", out)
-            return _summary(out, idx_file, report_file, existing.rows_done, n - existing.rows_done, 0.0, reused=True)
-        existing.close()
-        out.unlink()
+        else:
+            _index_and_report(cfg, out, idx_file, report_file)
+        return _summary(out, idx_file, report_file, rows_done, n - rows_done, 0.0, reused=True)
 
     save_resolved(cfg, out.parent, out.stem + "_config.toml")
     attrs = dict(fingerprint, config_hash=config_hash(cfg), tool_version=TOOL_VERSION)
@@ -76,50 +78,54 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
                               chunk_rows=cfg.cache.chunk_rows)
     pending = writer.pending_rows()
     log.info("extract: %d rows, %d pending, teacher %s on %s", n, len(pending), cfg.teacher.arch, device)
-    skipped: list[str] = []
     start = time.perf_counter()
     try:
         if len(pending):
             loader = DataLoader(ImageRows(dataset, pending), batch_size=cfg.teacher.batch_size, shuffle=False,
-                                num_workers=cfg.data.workers, persistent_workers=False,
-                                pin_memory=device.type == "cuda")
-            bar = tqdm(total=len(pending), unit="img", desc="extract", dynamic_ncols=True, file=None)
+                                num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
+            bar = tqdm(total=len(pending), unit="img", desc="extract", dynamic_ncols=True)
             for images, _labels, rows, ok in loader:
                 ok = ok.bool()
                 for r in rows[~ok].tolist():
                     if strict:
                         raise PipelineError(f"unreadable image at row {r} (key {dataset.keys[r]!r}); --strict is set")
                     log.warning("skipping unreadable image: row %d, key %s", r, dataset.keys[r])
-                    skipped.append(dataset.keys[r])
                 if ok.any():
                     writer.write(rows[ok].numpy(), _embed_views(teacher, images[ok]))
                 bar.update(len(rows))
             bar.close()
         elapsed = time.perf_counter() - start
         done = writer.done_mask()
-        emb0 = writer.read_view(0)
-        labels = dataset.labels
-        valid = np.flatnonzero(done)
-        if len(valid) == 0:
+        if not done.any():
             raise PipelineError(f"no image of '{cfg.data.root or cfg.data.format}' could be read")
-        skipped_keys = [dataset.keys[r] for r in np.flatnonzero(~done)]
-        masked_labels = np.where(done, labels, -1)
-        positives, sims = build_positives(emb0, masked_labels, cfg.cache.positives_k)
+        masked_labels = np.where(done, dataset.labels, -1)
+        positives, sims = build_positives(writer.read_view(0), masked_labels, cfg.cache.positives_k)
         rows_csr, offsets = identity_csr(masked_labels, dataset.num_classes)
         writer.finalize(positives=positives, positive_sims=sims, identity_rows=rows_csr, identity_offsets=offsets)
     except BaseException:
         writer.close()
         raise
+    _index_and_report(cfg, out, idx_file, report_file)
+    rows_done = int(done.sum())
+    log.info("wrote %s (%d rows, %d skipped) in %.1fs", out, rows_done, n - rows_done, elapsed)
+    return _summary(out, idx_file, report_file, rows_done, n - rows_done, elapsed,
+                    reused=False, images_per_s=len(pending) / max(elapsed, 1e-9))
+
+
+def _index_and_report(cfg: PipelineConfig, cache_file: Path, idx_file: Path, report_file: Path) -> None:
+    """Build the FAISS index (ids = cache rows) and the data-quality report from a finished cache."""
+    with TeacherCache(cache_file, in_ram="never") as cache:
+        emb0 = cache.read_view(0)
+        done = np.asarray(cache.done, dtype=bool)
+        labels = np.asarray(cache.labels)
+        keys = list(cache.keys)
+    valid = np.flatnonzero(done)
     index = build_index(emb0[valid], kind=cfg.cache.index, nlist=cfg.cache.ivf_nlist,
                         nprobe=cfg.cache.ivf_nprobe, ids=valid)
     save_index(index, idx_file)
-    report = quality_report(emb0[valid], labels[valid], [dataset.keys[r] for r in valid], skipped_keys=skipped_keys)
-    import json
-
+    report = quality_report(emb0[valid], labels[valid], [keys[r] for r in valid],
+                            skipped_keys=[keys[r] for r in np.flatnonzero(~done)])
     atomic_write_text(report_file, json.dumps(report, indent=1, default=float) + "\n")
-    log.info("wrote %s (%d rows, %d skipped) in %.1fs", out, len(valid), len(skipped_keys), elapsed)
-    return _summary(out, idx_file, report_file, len(valid), len(skipped_keys), elapsed,
-                    reused=False, images_per_s=len(pending) / max(elapsed, 1e-9))
 
 
 def _summary(cache: Path, index: Path, report: Path, rows: int, skipped: int, seconds: float,

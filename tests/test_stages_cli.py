@@ -179,3 +179,13 @@ def test_extract_skips_corrupt_image_unless_strict(tmp_path: Path, teacher_weigh
     code, out, summary = invoke("distill", settings + [f"run.dir={tmp_path / 'd'}", "train.steps=2",
                                                        f"cache.path={tmp_path / 'run' / 'cache' / 'teacher.h5'}"])
     assert code == 0, out
+
+
+def test_extract_rebuilds_missing_index_without_redoing_the_cache(extracted: tuple[Path, list[str], dict]) -> None:
+    _run, settings, first = extracted
+    before = Path(first["cache"]).stat().st_mtime_ns
+    Path(first["index"]).unlink()
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    assert summary["reused"] is True and Path(summary["index"]).exists()
+    assert Path(first["cache"]).stat().st_mtime_ns == before

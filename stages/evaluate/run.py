@@ -81,7 +81,10 @@ def build_embedder(cfg: PipelineConfig, device: str) -> tuple[Embedder | None, s
     if suffix in (".ts", ".torchscript", ".jit"):
         return TorchScriptEmbedder(path, mean=t.mean, std=t.std, color=t.color, input_size=t.input_size or size,
                                    device=device), tag
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"config key 'eval.model': '{path}' is not a loadable checkpoint: {e}") from None
     if isinstance(state, dict) and "modules" in state and "config" in state:
         return student_from_checkpoint(path, size, device)[0], tag
     module = build_student(cfg.student, size)
