@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pytest
@@ -33,8 +34,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
 def test_failed_save_leaves_no_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target = tmp_path / "checkpoint_00000001.pt"
 
-    def broken_save(obj: object, f: str | Path) -> None:
-        Path(f).write_bytes(b"partial")
+    def broken_save(obj: object, f: IO[bytes]) -> None:
+        f.write(b"partial")
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(ckpt.torch, "save", broken_save)
@@ -47,8 +48,8 @@ def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mon
     target = tmp_path / "checkpoint_00000001.pt"
     ckpt.save_checkpoint(target, {"step": 1})
 
-    def interrupted(obj: object, f: str | Path) -> None:
-        Path(f).write_bytes(b"par")
+    def interrupted(obj: object, f: IO[bytes]) -> None:
+        f.write(b"par")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ckpt.torch, "save", interrupted)
@@ -57,6 +58,13 @@ def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
     assert ckpt.load_checkpoint(target)["step"] == 1
+
+
+def test_same_state_gives_same_bytes_whatever_the_temporary_name(tmp_path: Path) -> None:
+    state = {"w": torch.arange(10.0)}
+    a = ckpt.save_checkpoint(tmp_path / "a.pt", state).read_bytes()
+    b = ckpt.save_checkpoint(tmp_path / "b" / "backbone.pth", state).read_bytes()
+    assert a == b
 
 
 def test_missing_and_corrupt_checkpoints_are_config_errors(tmp_path: Path) -> None:

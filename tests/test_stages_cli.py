@@ -189,3 +189,19 @@ def test_extract_rebuilds_missing_index_without_redoing_the_cache(extracted: tup
     assert code == 0, out
     assert summary["reused"] is True and Path(summary["index"]).exists()
     assert Path(first["cache"]).stat().st_mtime_ns == before
+
+
+def test_resuming_a_finished_run_leaves_its_files_alone(extracted: tuple[Path, list[str], dict],
+                                                        tmp_path: Path) -> None:
+    import hashlib
+
+    _run, settings, _ = extracted
+    s = settings + [f"run.dir={tmp_path}", "train.steps=2"]
+    code, out, first = invoke("train", s)
+    assert code == 0, out
+    digest = hashlib.sha256(Path(first["backbone"]).read_bytes()).hexdigest()
+    code, out, again = invoke("train", s, "--resume")
+    assert code == 0, out
+    assert again["steps"] == 2 and again["checkpoint"] == first["checkpoint"]
+    assert again["images_per_s"] > 0
+    assert hashlib.sha256(Path(again["backbone"]).read_bytes()).hexdigest() == digest

@@ -35,10 +35,12 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     """torch.save `state` to a temporary file beside `path`, fsync, rename over `path`.
 
     On any error (including an interrupt) neither `path` nor the temporary file is left changed.
+    Saving through a file object keeps the archive's internal name fixed, so the same state gives
+    the same bytes (and sha256) whatever the temporary file was called.
     """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
     _fsync_dir(path.parent)
     return path
 

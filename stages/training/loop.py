@@ -181,6 +181,7 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
     weights = {"margin": 1.0, "fcd": cfg.loss.fcd_weight, "sdc": cfg.loss.sdc_weight}
 
     step, epoch, position = 0, 0, 0
+    previous_throughput = 0.0
     resume_from = _resume_target(tc.resume, resume, ckpt_dir)
     if resume_from is not None:
         state = load_checkpoint(resume_from)
@@ -194,6 +195,7 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
             bank.load_state_dict(state["bank"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         restore_rng(state["rng"])
+        previous_throughput = float(state.get("images_per_s", 0.0))
         log.info("resumed from %s at step %d (epoch %d, batch %d)", resume_from, step, epoch, position)
 
     columns = ["step", "loss", "margin"] + (["fcd", "sdc"] if distill else []) + \
@@ -214,6 +216,7 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
             "rng": capture_rng(), "config": to_dict(cfg), "config_hash": config_hash(cfg),
             "section_hashes": _section_hash(cfg), "cache_fingerprint": inputs.cache_fingerprint,
             "num_classes": num_classes, "final": final,
+            "images_per_s": seen / max(time.perf_counter() - start, 1e-9) if seen else previous_throughput,
         })
         prune_checkpoints(ckpt_dir, keep=2)
         return path
@@ -303,10 +306,10 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
     metrics.close()
     if tb is not None:
         tb.close()
-    last_ckpt = save(final=True)
     backbone = run_dir / "backbone.pth"
-    with atomic_path(backbone) as tmp:
-        torch.save(student.state_dict(), tmp)
+    if not (resume_from is not None and seen == 0 and backbone.exists()):  # a finished run stays as it is
+        last_ckpt = save(final=True)
+        save_checkpoint(backbone, student.state_dict())
     return {
         "command": command,
         "checkpoint": str(last_ckpt),
@@ -314,7 +317,7 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
         "steps": step,
         "epochs": round(step / per_epoch, 3),
         "seconds": round(elapsed, 3),
-        "images_per_s": round(seen / max(elapsed, 1e-9), 1),
+        "images_per_s": round(seen / max(elapsed, 1e-9) if seen else previous_throughput, 1),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "final_terms": last,
         "metrics": str(run_dir / "metrics.csv"),
