@@ -148,8 +148,11 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
                           f"train.identities_per_batch x train.images_per_identity = {p} x {m}")
     rows = inputs.rows
     sampler_labels, sampler_pos = _sampler_inputs(labels_all, rows, inputs.positives)
+    # P x M identity rows per batch; the rest of the batch (train.random_share, or what an explicit
+    # train.identities_per_batch leaves) is uniform random rows.
+    random_share = max(tc.random_share, 1.0 - p * m / tc.batch_size) if tc.identities_per_batch else tc.random_share
     sampler = IdentityBatchSampler(sampler_labels, sampler_pos, batch_size=tc.batch_size, images_per_identity=m,
-                                   random_share=tc.random_share, seed=cfg.run.seed)
+                                   random_share=random_share, seed=cfg.run.seed)
     per_epoch = len(sampler)
     total = tc.steps or max(1, math.ceil(tc.epochs * per_epoch))
     sdc_start = int(round(cfg.icd.warmup_epochs * per_epoch))
