@@ -41,7 +41,8 @@ def _teacher_weights(cfg: TeacherConfig) -> Path:
         raise ConfigError(f"teacher.weights is empty: teacher arch {cfg.arch!r} needs a trained weights file")
     path = Path(cfg.weights)
     if not path.is_file():
-        raise ConfigError(f"teacher.weights {str(path)!r} does not exist")
+        raise ConfigError(f"teacher.weights {str(path)!r} does not exist (point it at your teacher, or run "
+                          "`python cli.py demo`, which trains the default one)")
     return path
 
 
