@@ -16,8 +16,9 @@ from typing import Any
 
 import click
 
-from config import ConfigError, PipelineConfig, PipelineError, load_config
-from config.atomic import atomic_write_text
+from common.errors import ConfigError, PipelineError
+from config import PipelineConfig, load_config
+from common.atomic import atomic_write_text
 
 log = logging.getLogger("icdface")
 

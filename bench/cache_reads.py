@@ -42,7 +42,7 @@ from bench.common import (
     unit_rows,
 )
 from cache import CacheWriter, TeacherCache, identity_csr
-from config import ConfigError
+from common.errors import ConfigError
 
 BENCH_FORMAT = "bench-random"
 WRITE_BLOCK = 32768

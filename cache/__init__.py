@@ -5,9 +5,11 @@ from cache.layout import FORMAT_VERSION
 from cache.positives import build_positives
 from cache.quality import quality_report
 from cache.reader import TeacherCache
-from cache.writer import CacheWriter, partial_path
+from cache.paths import cache_file, config_path, index_path, partial_path, quality_path
+from cache.writer import CacheWriter
 
 __all__ = [
     "FORMAT_VERSION", "CacheWriter", "TeacherCache", "build_index", "build_positives", "default_nlist",
-    "identity_csr", "load_index", "partial_path", "quality_report", "save_index",
+    "identity_csr", "load_index", "partial_path", "quality_report", "save_index", "cache_file", "config_path",
+    "index_path", "quality_path",
 ]

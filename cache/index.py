@@ -8,10 +8,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from config.atomic import atomic_path
-from config.errors import ConfigError
+from common.atomic import atomic_path
+from common.errors import ConfigError
+from config.choices import INDEX_KINDS, check_choice
 
-INDEX_KINDS = ("flat", "ivf")
 TRAIN_POINTS_PER_LIST = 64  # FAISS wants 39..256 training points per inverted list
 TRAIN_SEED = 1234
 
@@ -29,8 +29,7 @@ def build_index(emb: np.ndarray, kind: str = "flat", nlist: int = 0, nprobe: int
     trained on a seeded sample of up to 64 * nlist rows, searched with `nprobe` lists. Search results
     are `ids` [N] (e.g. dataset rows) when given, else positions 0..N-1.
     """
-    if kind not in INDEX_KINDS:
-        raise ConfigError(f"cache.index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    check_choice(kind, INDEX_KINDS, "cache.index")
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] == 0:
         raise ValueError(f"emb must be a non-empty [N, D] array, got shape {emb.shape}")

@@ -36,11 +36,8 @@ ATTR_CONFIG_HASH = "config_hash"
 ATTR_COMPLETE = "complete"
 
 VIEWS = ("original", "hflip")
-DTYPES = ("float16", "float32")
 # The attributes a partial cache must share with a new run before it may be resumed.
 FINGERPRINT_ATTRS = (ATTR_TEACHER, ATTR_DATASET, ATTR_EMBEDDING_DIM, ATTR_DTYPE)
-
-PARTIAL_SUFFIX = ".partial"
 
 
 def canonical_json(value: Any) -> str:

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from cache import layout
-from cache.writer import partial_path, row_blocks
-from config.errors import ConfigError, PipelineError
+from cache.paths import partial_path
+from cache.writer import row_blocks
+from common.errors import ConfigError, PipelineError
+from config.choices import IN_RAM_MODES, check_choice
 
-IN_RAM_CHOICES = ("auto", "always", "never")
 LOAD_BLOCK_ROWS = 16384
 # No HDF5 chunk cache: uncompressed chunks are then read directly, only the rows asked for. With a
 # cache that holds a chunk, every scattered row pulls its whole chunk in (measured for 256 random
@@ -38,8 +39,7 @@ class TeacherCache:
     """
 
     def __init__(self, path: str | os.PathLike[str], in_ram: str = "auto", ram_limit_gb: float = 8.0) -> None:
-        if in_ram not in IN_RAM_CHOICES:
-            raise ConfigError(f"cache.in_ram must be one of {', '.join(IN_RAM_CHOICES)}, got {in_ram!r}")
+        check_choice(in_ram, IN_RAM_MODES, "cache.in_ram")
         self.path = Path(path)
         self._file: h5py.File | None = None
         self._pid: int | None = None

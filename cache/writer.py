@@ -31,19 +31,15 @@ import numpy as np
 
 from cache import layout
 from cache.identity import identity_csr
-from config.atomic import atomic_path
-from config.errors import ConfigError, PipelineError
+from cache.paths import partial_path
+from common.atomic import atomic_path
+from common.errors import ConfigError, PipelineError
+from config.choices import CACHE_DTYPES, check_choice
 
 log = logging.getLogger(__name__)
 
 NORM_TOLERANCE = 1e-2  # |norm - 1| allowed for a stored view (float16 rounding is ~5e-4)
 VERIFY_BLOCK_ROWS = 16384
-
-
-def partial_path(path: str | os.PathLike[str]) -> Path:
-    """The work file of the cache `path`: `<path>.partial`."""
-    path = Path(path)
-    return path.with_name(path.name + layout.PARTIAL_SUFFIX)
 
 
 def row_blocks(rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, int, int]]:
@@ -62,8 +58,7 @@ def row_blocks(rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, int, in
 
 def _dtype_name(dtype: Any) -> str:
     name = np.dtype(dtype).name
-    if name not in layout.DTYPES:
-        raise ConfigError(f"cache.dtype must be one of {', '.join(layout.DTYPES)}, got {name!r}")
+    check_choice(name, CACHE_DTYPES, "cache.dtype")
     return name
 
 

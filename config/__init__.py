@@ -1,5 +1,4 @@
-"""Configuration: typed sections of `pipeline.toml`, loading, overrides, hashing, atomic writes."""
-from config.errors import ConfigError, PipelineError
+"""Configuration: typed sections of `pipeline.toml`, loading, overrides, hashing, saving."""
 from config.loader import config_from_dict, config_hash, load_config, save_resolved, to_dict, to_toml, validate
 from config.schema import (
     CacheConfig,
@@ -17,7 +16,7 @@ from config.schema import (
 )
 
 __all__ = [
-    "ConfigError", "PipelineError", "config_from_dict", "config_hash", "load_config", "save_resolved", "to_dict", "to_toml",
+    "config_from_dict", "config_hash", "load_config", "save_resolved", "to_dict", "to_toml",
     "validate", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "IcdConfig", "LossConfig", "PipelineConfig",
     "RunConfig", "StudentConfig", "SyntheticConfig", "TeacherConfig", "TrainConfig",
 ]

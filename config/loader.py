@@ -10,23 +10,9 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from config.errors import ConfigError
+from common.errors import ConfigError
+from config.choices import CHOICES, check_choice, check_image_side
 from config.schema import PipelineConfig
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.format": ("synthetic", "folder", "rec", "list"),
-    "teacher.input_layout": ("NCHW", "NHWC"),
-    "teacher.color": ("RGB", "BGR"),
-    "cache.dtype": ("float16", "float32"),
-    "cache.index": ("flat", "ivf"),
-    "cache.in_ram": ("auto", "always", "never"),
-    "loss.head": ("arcface", "cosface"),
-    "icd.kl_direction": ("teacher_student", "student_teacher"),
-    "train.optimizer": ("sgd", "adamw"),
-    "train.schedule": ("cosine", "step", "constant"),
-    "train.amp": ("auto", "none", "bf16", "fp16"),
-}
-
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
@@ -104,11 +90,8 @@ def validate(cfg: PipelineConfig) -> None:
     """Check enumerated choices and value ranges, naming the offending key."""
     for key, choices in CHOICES.items():
         section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
-        if value not in choices:
-            raise ConfigError(f"config key '{key}': {value!r} is not one of {', '.join(choices)}")
-    if cfg.data.image_size < 16 or cfg.data.image_size % 16:
-        raise ConfigError(f"config key 'data.image_size': {cfg.data.image_size} must be a multiple of 16 (>= 16)")
+        check_choice(getattr(getattr(cfg, section), name), choices, key)
+    check_image_side(cfg.data.image_size, "data.image_size")
     if cfg.train.images_per_identity < 2:
         raise ConfigError("config key 'train.images_per_identity': must be >= 2 (positive pairs need two images)")
     if not 0.0 <= cfg.train.random_share <= 1.0:
@@ -200,7 +183,7 @@ def config_hash(cfg: PipelineConfig | dict[str, Any]) -> str:
 
 def save_resolved(cfg: PipelineConfig, directory: str | os.PathLike[str], name: str = "config.toml") -> Path:
     """Write the resolved config next to an output, atomically; returns its path."""
-    from config.atomic import atomic_write_text
+    from common.atomic import atomic_write_text
 
     out = Path(directory) / name
     atomic_write_text(out, to_toml(cfg))

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config.errors import ConfigError
+from config.choices import MARGIN_HEADS, check_choice
 
-MARGIN_HEADS = ("arcface", "cosface")
 _ACOS_EPS = 1e-7
 
 
@@ -29,7 +28,8 @@ def margin_params(head: str, margin: float) -> tuple[float, float, float]:
         return 1.0, float(margin), 0.0
     if head == "cosface":
         return 1.0, 0.0, float(margin)
-    raise ConfigError(f"config key 'loss.head': unknown margin head {head!r} (expected one of {MARGIN_HEADS})")
+    check_choice(head, MARGIN_HEADS, "loss.head")
+    raise AssertionError(head)  # pragma: no cover  (check_choice raised)
 
 
 def _safe_sin_from_cos(cos: torch.Tensor) -> torch.Tensor:

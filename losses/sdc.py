@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from config.errors import ConfigError
+from common.errors import ConfigError
+from config.choices import KL_DIRECTIONS, check_choice
 
-KL_DIRECTIONS = ("teacher_student", "student_teacher")
 _MIN_MASS = 1e-30
 
 
@@ -77,9 +77,7 @@ def similarity_distribution_consistency(
     ``direction`` "teacher_student" = KL(P_t || P_s), "student_teacher" = KL(P_s || P_t).
     Returns a float32 scalar in nats; 0 (graph kept) when there are no pairs.
     """
-    if direction not in KL_DIRECTIONS:
-        raise ConfigError(f"config key 'icd.kl_direction': unknown direction {direction!r} "
-                          f"(expected one of {KL_DIRECTIONS})")
+    check_choice(direction, KL_DIRECTIONS, "icd.kl_direction")
     if student_sims.shape != teacher_sims.shape or student_sims.dim() != 1:
         raise ValueError(f"similarity_distribution_consistency: expected student and teacher sims [P] of equal "
                          f"shape, got {tuple(student_sims.shape)} and {tuple(teacher_sims.shape)}")

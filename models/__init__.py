@@ -5,7 +5,8 @@ from pathlib import Path
 
 from torch import nn
 
-from config import ConfigError
+from common.errors import ConfigError
+from config.choices import check_image_side
 from config.schema import StudentConfig, TeacherConfig
 from models.embedder import Embedder, OnnxEmbedder, Preprocessing, TorchEmbedder, TorchScriptEmbedder
 from models.head import EmbeddingHead
@@ -16,7 +17,7 @@ from models.loading import (
     read_state_dict,
     sha256_file,
 )
-from models.registry import check_image_size, create_backbone, is_known_arch, list_models, register_model
+from models.registry import create_backbone, is_known_arch, list_models, register_model
 
 FILE_ARCHS = ("onnx", "torchscript")
 TEACHER = "teacher."
@@ -68,7 +69,7 @@ def build_teacher(teacher_cfg: TeacherConfig, image_size: int, device: str) -> E
     _check_arch(cfg.arch, "teacher.arch", FILE_ARCHS)
     path = _teacher_weights(cfg)
     input_size = cfg.input_size or image_size
-    check_image_size(input_size, "teacher.input_size" if cfg.input_size else "data.image_size")
+    check_image_side(input_size, "teacher.input_size" if cfg.input_size else "data.image_size")
     if cfg.arch == "onnx":
         embedder: Embedder = OnnxEmbedder(path, cfg.input_layout, cfg.color, cfg.mean, cfg.std, cfg.input_size,
                                           device, prefix=TEACHER, default_input_size=image_size)
@@ -86,5 +87,5 @@ def build_teacher(teacher_cfg: TeacherConfig, image_size: int, device: str) -> E
 def build_student(student_cfg: StudentConfig, image_size: int) -> nn.Module:
     """A freshly initialised student backbone from `[student]` at `image_size` (data.image_size)."""
     _check_arch(student_cfg.arch, "student.arch")
-    check_image_size(image_size, "data.image_size")
+    check_image_side(image_size, "data.image_size")
     return create_backbone(student_cfg.arch, student_cfg.embedding_size, image_size, student_cfg.dropout)

@@ -17,22 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ConfigError
+from common.errors import ConfigError
+from config.choices import COLOR_ORDERS, INPUT_LAYOUTS, check_choice
+from models.device import resolve_device
 from models.loading import sha256_file
 
-LAYOUTS = ("NCHW", "NHWC")
-COLORS = ("RGB", "BGR")
 INSIGHTFACE_MEAN = (0.5, 0.5, 0.5)
 INSIGHTFACE_STD = (0.5, 0.5, 0.5)
 PROBE_PIXEL = 128
 ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`auto` -> CUDA when available, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def normalize_pixels(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -71,10 +64,8 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         p = self.prefix
-        if self.layout not in LAYOUTS:
-            raise ConfigError(f"{p}input_layout {self.layout!r} must be one of {', '.join(LAYOUTS)}")
-        if self.color not in COLORS:
-            raise ConfigError(f"{p}color {self.color!r} must be one of {', '.join(COLORS)}")
+        check_choice(self.layout, INPUT_LAYOUTS, f"{p}input_layout")
+        check_choice(self.color, COLOR_ORDERS, f"{p}color")
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) != 3:
                 raise ConfigError(f"{p}{name} must have 3 values (one per channel), got {list(values)}")
@@ -217,8 +208,7 @@ class OnnxEmbedder(Embedder):
         """Validate the session's input shape against the layout; return the input side (0: dynamic, unset)."""
         if len(shape) != 4:
             raise ConfigError(f"{prefix}weights: model input {self.input_name!r} has shape {shape}, expected 4-D")
-        if layout not in LAYOUTS:
-            raise ConfigError(f"{prefix}input_layout {layout!r} must be one of {', '.join(LAYOUTS)}")
+        check_choice(layout, INPUT_LAYOUTS, f"{prefix}input_layout")
         channels, height, width = (shape[1], shape[2], shape[3]) if layout == "NCHW" else (shape[3], shape[1], shape[2])
         if isinstance(channels, int) and channels != 3:
             raise ConfigError(f"{prefix}input_layout {layout!r} does not match model input {self.input_name!r} "

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.registry import check_image_size, register_model
+from config.choices import check_image_side
+from models.registry import register_model
 
 BN_EPS = 1e-05
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -62,7 +63,7 @@ class IResNet(nn.Module):
     def __init__(self, depths: tuple[int, int, int, int], embedding_size: int = 512, image_size: int = 112,
                  dropout: float = 0.0) -> None:
         super().__init__()
-        check_image_size(image_size)
+        check_image_side(image_size, "image_size")
         side = image_size // 16
         self.conv1 = nn.Conv2d(3, STAGE_WIDTHS[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=BN_EPS)

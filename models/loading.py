@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from config import ConfigError
+from common.errors import ConfigError
 
 WRAPPER_KEYS = ("backbone", "state_dict", "model")
 STRIP_PREFIXES = ("module.", "backbone.")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.registry import check_image_size, register_model
+from config.choices import check_image_side
+from models.registry import register_model
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, padding: int = 0,
@@ -103,7 +104,7 @@ class MobileFaceNet(nn.Module):
     def __init__(self, embedding_size: int = 512, image_size: int = 112, dropout: float = 0.0,
                  blocks: tuple[int, int, int, int] = (1, 4, 6, 2), scale: int = 2) -> None:
         super().__init__()
-        check_image_size(image_size)
+        check_image_side(image_size, "image_size")
         narrow, wide = 64 * scale, 128 * scale
         self.layers = nn.ModuleList([ConvBlock(3, narrow, kernel=3, stride=2, padding=1)])
         if blocks[0] == 1:

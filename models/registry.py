@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from config import ConfigError
+from common.errors import ConfigError
+from config.choices import check_image_side
 from models.head import EmbeddingHead
 
 BackboneFactory = Callable[[int, int, float], nn.Module]
@@ -55,12 +56,6 @@ def is_known_arch(arch: str) -> bool:
     return arch in list_models()
 
 
-def check_image_size(image_size: int, key: str = "image_size") -> None:
-    """Backbones downsample by 16: the input side must be a multiple of 16 and at least 16."""
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16 or image_size % 16:
-        raise ConfigError(f"{key} {image_size!r} must be a multiple of 16 (>= 16)")
-
-
 class TimmBackbone(nn.Module):
     """A timm feature extractor (`num_classes=0`, pooled output) followed by an `EmbeddingHead`."""
 
@@ -95,7 +90,7 @@ def _create_timm(name: str, embedding_size: int, image_size: int, dropout: float
 
 def create_backbone(arch: str, embedding_size: int, image_size: int = 112, dropout: float = 0.0) -> nn.Module:
     """Build backbone `arch` (registered name or `timm/<name>`); unknown arch -> ConfigError listing valid ones."""
-    check_image_size(image_size)
+    check_image_side(image_size, "image_size")
     if isinstance(embedding_size, bool) or not isinstance(embedding_size, int) or embedding_size < 1:
         raise ConfigError(f"embedding_size {embedding_size!r} must be a positive integer")
     if not 0.0 <= dropout < 1.0:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from config.errors import ConfigError
+from common.errors import ConfigError
+from config.choices import DATA_FORMATS, check_choice
 from config.schema import DataConfig
 from readers.base import CorruptImageError, FaceDataset, decode_image
 from readers.folder import FolderDataset
@@ -22,9 +23,8 @@ def build_dataset(data_cfg: DataConfig) -> FaceDataset:
     if fmt == "synthetic":
         s = data_cfg.synthetic
         return SyntheticDataset(s.identities, s.images_per_identity, data_cfg.image_size, s.seed, s.difficulty)
+    check_choice(fmt, DATA_FORMATS, "data.format")
     readers = {"folder": FolderDataset, "rec": RecordIODataset, "list": ListDataset}
-    if fmt not in readers:
-        raise ConfigError(f"config key 'data.format': {fmt!r} is not one of synthetic, {', '.join(readers)}")
     if not data_cfg.root:
         raise ConfigError(f"config key 'data.root' must be set for data.format = {fmt!r}")
     root = Path(data_cfg.root)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 
 
 class CorruptImageError(Exception):

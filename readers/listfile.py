@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 from readers.base import CorruptImageError, FaceDataset, decode_image, remap_labels
 
 

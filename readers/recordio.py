@@ -24,8 +24,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from config.atomic import atomic_path
-from config.errors import ConfigError
+from common.atomic import atomic_path
+from common.errors import ConfigError
 from readers.base import CorruptImageError, FaceDataset, decode_image, remap_labels
 
 MAGIC = 0xCED7230A

@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 
 from config import PipelineConfig, save_resolved, validate
-from config.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 from readers.synthetic import SyntheticDataset, write_pair_set
 from stages.distill import run_distill
-from stages.evaluate.compactness import inter_class_similarities, intra_class_similarities
-from stages.evaluate.pairs import load_pair_set
-from stages.evaluate.plots import plot_roc, plot_similarity_histograms
-from stages.evaluate.protocol import roc_curve, squared_l2_distance, summarize
+from evaluation.compactness import inter_class_similarities, intra_class_similarities
+from evaluation.pairs import load_pair_set
+from evaluation.plots import plot_roc, plot_similarity_histograms
+from evaluation.protocol import roc_curve, squared_l2_distance, summarize
 from stages.evaluate.run import build_embedder, decode_set, fused_embeddings, training_compactness
 from stages.extract import run_extract
-from stages.runtime import resolve_device
+from models.device import resolve_device
 from stages.train import run_train
 
 log = logging.getLogger(__name__)

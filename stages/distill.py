@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from cache import TeacherCache
-from config import ConfigError, PipelineConfig
+from cache import TeacherCache, cache_file
+from common.errors import ConfigError
+from config import PipelineConfig
 from readers import build_dataset
-from stages.runtime import cache_path
 from stages.training.loop import TrainInputs, run_loop
 from stages.training.targets import CacheTargets
 
@@ -60,7 +60,7 @@ def check_cache(cache: TeacherCache, cfg: PipelineConfig, dataset_info: dict[str
 
 def run_distill(cfg: PipelineConfig, resume: bool = False,
                 verifier: Callable[[Any], dict[str, float]] | None = None) -> dict[str, Any]:
-    path = cache_path(cfg)
+    path = cache_file(cfg.cache.path, cfg.run.dir)
     dataset = build_dataset(cfg.data)
     if len(dataset) == 0:
         raise ConfigError(f"data set '{cfg.data.root or cfg.data.format}' (data.root) holds no images")

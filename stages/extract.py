@@ -16,13 +16,27 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cache import CacheWriter, TeacherCache, build_index, build_positives, identity_csr, quality_report, save_index
-from config import ConfigError, PipelineConfig, PipelineError, config_hash, save_resolved
-from config.atomic import atomic_write_text
+from cache import (
+    CacheWriter,
+    TeacherCache,
+    build_index,
+    build_positives,
+    cache_file,
+    config_path,
+    identity_csr,
+    index_path,
+    quality_path,
+    quality_report,
+    save_index,
+)
+from checkpoints import seed_everything
+from common.errors import ConfigError, PipelineError
+from config import PipelineConfig, config_hash, save_resolved
+from common.atomic import atomic_write_text
 from models import build_teacher
+from models.device import resolve_device
 from readers import build_dataset
 from readers.torch_rows import ImageRows
-from stages.runtime import cache_path, index_path, quality_path, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +69,7 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
         raise ConfigError(f"data set '{cfg.data.root or cfg.data.format}' (data.root) holds no images")
     device = resolve_device(cfg.run.device)
     teacher = build_teacher(cfg.teacher, cfg.data.image_size, str(device))
-    out = cache_path(cfg)
+    out = cache_file(cfg.cache.path, cfg.run.dir)
     idx_file = index_path(out)
     report_file = quality_path(out)
     fingerprint = cache_fingerprint(cfg, dict(dataset.describe(), image_size=cfg.data.image_size),
@@ -71,7 +85,7 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
             _index_and_report(cfg, out, idx_file, report_file)
         return _summary(out, idx_file, report_file, rows_done, n - rows_done, 0.0, reused=True)
 
-    save_resolved(cfg, out.parent, out.stem + "_config.toml")
+    save_resolved(cfg, out.parent, config_path(out).name)
     attrs = dict(fingerprint, config_hash=config_hash(cfg), tool_version=TOOL_VERSION)
     writer = CacheWriter.open(out, n_rows=n, dim=cfg.teacher.embedding_size, dtype=cfg.cache.dtype,
                               labels=dataset.labels, keys=dataset.keys, attrs=attrs,

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from config import ConfigError, PipelineConfig
+from common.errors import ConfigError
+from config import PipelineConfig
 from readers import build_dataset
 from stages.training.loop import TrainInputs, run_loop
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 from stages.training.bank import FeatureBank
 
 

@@ -29,7 +29,7 @@ from cache import (
     save_index,
 )
 from cache import layout
-from config.errors import ConfigError, PipelineError
+from common.errors import ConfigError, PipelineError
 
 REPO = Path(__file__).resolve().parents[1]
 

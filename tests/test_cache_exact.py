@@ -9,7 +9,7 @@ import pytest
 
 from cache import TeacherCache
 from config import load_config
-from conftest import tiny_settings
+from tests.conftest import tiny_settings
 from models import build_teacher
 from readers import build_dataset
 from stages.extract import run_extract

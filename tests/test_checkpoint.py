@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from config.errors import ConfigError
-from stages.training import checkpoint as ckpt
+from common.errors import ConfigError
+import checkpoints as ckpt
+import checkpoints.format as ckpt_format
 from stages.training.schedule import lr_lambda
 
 
@@ -38,7 +39,7 @@ def test_failed_save_leaves_no_file_and_no_temp(tmp_path: Path, monkeypatch: pyt
         f.write(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ckpt.torch, "save", broken_save)
+    monkeypatch.setattr(ckpt_format.torch, "save", broken_save)
     with pytest.raises(RuntimeError, match="disk full"):
         ckpt.save_checkpoint(target, {"step": 1})
     assert list(tmp_path.iterdir()) == []
@@ -52,7 +53,7 @@ def test_failed_save_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.Mon
         f.write(b"par")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ckpt.torch, "save", interrupted)
+    monkeypatch.setattr(ckpt_format.torch, "save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(target, {"step": 2})
     monkeypatch.undo()

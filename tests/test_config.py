@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, config_hash, load_config, save_resolved, to_toml
+from common.errors import ConfigError
+from config import config_hash, load_config, save_resolved, to_toml
 
 REPO = Path(__file__).resolve().parents[1]
 

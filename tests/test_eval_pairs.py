@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config.errors import ConfigError
-from stages.evaluate.binfile import load_bin
-from stages.evaluate.pairs import PairSet, load_pair_set, read_lfw_pairs
+from common.errors import ConfigError
+from evaluation.binfile import load_bin
+from evaluation.pairs import PairSet, load_pair_set, read_lfw_pairs
 
 
 def _touch_images(root: Path, names: dict[str, int], suffix: str = ".jpg") -> None:

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from config.errors import ConfigError
-from stages.evaluate.compactness import (
+from common.errors import ConfigError
+from evaluation.compactness import (
     compactness_gap,
     inter_class_similarities,
     intra_class_similarities,
     similarity_stats,
 )
-from stages.evaluate.plots import plot_roc, plot_similarity_histograms
-from stages.evaluate.protocol import kfold_splits, roc_auc, roc_curve, summarize, tar_at_far, verify
+from evaluation.plots import plot_roc, plot_similarity_histograms
+from evaluation.protocol import kfold_splits, roc_auc, roc_curve, summarize, tar_at_far, verify
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

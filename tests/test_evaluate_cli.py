@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import invoke, tiny_settings
+from tests.conftest import invoke, tiny_settings
 from readers.folder import FolderDataset
 from readers.synthetic import SyntheticDataset, write_pair_set
 
@@ -17,7 +17,7 @@ def pair_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("pairs")
     held = SyntheticDataset(8, 4, 16, seed=4242, difficulty=1.0)
     pairs_txt = Path(write_pair_set(held, root / "heldout", 40, seed=0))
-    from stages.evaluate.pairs import load_pair_set
+    from evaluation.pairs import load_pair_set
 
     ps = load_pair_set(pairs_txt)
     bins = []

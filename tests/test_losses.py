@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 from losses import (
     MarginHead,
     combined_margin_logits,

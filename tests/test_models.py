@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from config import ConfigError
+from common.errors import ConfigError
 from config.schema import StudentConfig, TeacherConfig
 from models import (
     OnnxEmbedder,

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from config import ConfigError, DataConfig
+from common.errors import ConfigError
+from config import DataConfig
 from readers import (
     CorruptImageError,
     FolderDataset,

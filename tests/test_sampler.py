@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 from stages.training.sampler import IdentityBatchSampler
 
 

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import invoke, tiny_settings
+from tests.conftest import invoke, tiny_settings
 
 
 def read_metrics(path: Path) -> list[dict[str, str]]:

@@ -16,24 +16,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cache import TeacherCache
-from config import ConfigError, PipelineConfig, config_from_dict, save_resolved
+from cache import TeacherCache, cache_file
+from common.errors import ConfigError
+from config import PipelineConfig, config_from_dict, save_resolved
 from models import build_student, build_teacher
+from models.device import resolve_device
 from models.embedder import Embedder, OnnxEmbedder, TorchEmbedder, TorchScriptEmbedder
 from models.loading import load_backbone_weights, sha256_file
 from readers import build_dataset
 from readers.base import CorruptImageError, decode_image
-from stages.evaluate.compactness import (
+from evaluation.compactness import (
     compactness_gap,
     inter_class_similarities,
     intra_class_similarities,
     similarity_stats,
 )
-from stages.evaluate.pairs import PairSet, load_pair_set
-from stages.evaluate.plots import plot_roc, plot_similarity_histograms
-from stages.evaluate.protocol import roc_curve, squared_l2_distance, summarize
-from stages.runtime import cache_path, resolve_device
-from stages.training.checkpoint import latest_checkpoint, load_checkpoint
+from evaluation.pairs import PairSet, load_pair_set
+from evaluation.plots import plot_roc, plot_similarity_histograms
+from evaluation.protocol import roc_curve, squared_l2_distance, summarize
+from checkpoints import latest_checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def decode_set(pair_set: PairSet, size: int) -> np.ndarray:
 
 def cache_embeddings(cfg: PipelineConfig, pair_set: PairSet) -> np.ndarray:
     """Flip-fused teacher embeddings of a pair set's images, read from the stage-one cache by key."""
-    cache = TeacherCache(cache_path(cfg), in_ram="never")
+    cache = TeacherCache(cache_file(cfg.cache.path, cfg.run.dir), in_ram="never")
     if not all(isinstance(im, Path) for im in pair_set.images):
         raise ConfigError(f"eval.model = 'cache' needs images with keys in the cache; '{pair_set.source}' is a .bin")
     root = Path(cfg.data.root or cfg.eval.root or pair_set.source.parent)
@@ -138,7 +139,7 @@ def cache_embeddings(cfg: PipelineConfig, pair_set: PairSet) -> np.ndarray:
 
 def training_compactness(cfg: PipelineConfig, embedder: Embedder, max_rows: int, out_dir: Path, tag: str) -> dict[str, Any] | None:
     """The paper's observation on training data: student vs cached teacher intra-class similarity."""
-    path = cache_path(cfg)
+    path = cache_file(cfg.cache.path, cfg.run.dir)
     if not path.exists():
         return None
     cache = TeacherCache(path, in_ram="never")

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 
 _EMPTY = -1
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from config import PipelineError
+from common.errors import PipelineError
 from readers.base import CorruptImageError
 
 

@@ -23,14 +23,16 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from config import ConfigError, PipelineConfig, PipelineError, config_hash, save_resolved, to_dict
-from config.atomic import atomic_path
+from common.errors import ConfigError, PipelineError
+from config import PipelineConfig, config_hash, save_resolved, to_dict
+from common.atomic import atomic_path
 from losses import MarginHead, similarity_grid, weighted_sum
 from models import build_student
-from stages.runtime import resolve_device, seed_everything
+from models.device import resolve_device
 from stages.training.bank import FeatureBank
 from stages.training.batches import EpochPlan, TrainBatches
-from stages.training.checkpoint import (
+from checkpoints import (
+    seed_everything,
     capture_rng,
     checkpoint_path,
     latest_checkpoint,

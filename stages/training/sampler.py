@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 
 
 def _as_numpy(values: Any, dtype: type) -> np.ndarray:

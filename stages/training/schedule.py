@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from config.errors import ConfigError
+from common.errors import ConfigError
+from config.choices import SCHEDULES, check_choice
 
-KINDS = ("cosine", "step", "constant")
 
 
 def lr_lambda(
@@ -25,8 +25,7 @@ def lr_lambda(
     m * total_steps), milestones being fractions of `total_steps`, times the warm-up factor.
     constant: 1 after warm-up.
     """
-    if kind not in KINDS:
-        raise ConfigError(f"train.schedule must be one of {', '.join(KINDS)}, got '{kind}'")
+    check_choice(kind, SCHEDULES, "train.schedule")
     if total_steps < 1:
         raise ConfigError(f"train.steps must be >= 1, got {total_steps}")
     if warmup_steps < 0:

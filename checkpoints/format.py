@@ -1,18 +1,16 @@
-"""Training checkpoints: atomic save, safe load, latest/prune by step, and RNG state capture."""
+"""The checkpoint file: atomic save, safe load, `checkpoint_<step>.pt` naming, latest and prune by step."""
 from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from config.atomic import atomic_path
-from config.errors import ConfigError
+from common.atomic import atomic_path
+from common.errors import ConfigError
 
 _NAME = re.compile(r"^checkpoint_(\d{8,})\.pt$")
 
@@ -94,33 +92,3 @@ def prune_checkpoints(directory: str | os.PathLike[str], keep: int = 2) -> list[
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     return removed
-
-
-def capture_rng() -> dict[str, Any]:
-    """States of python `random`, numpy's global generator, torch CPU and every CUDA device.
-
-    Stored as tensors, numbers and tuples only, so `load_checkpoint(weights_only=True)` accepts them.
-    """
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    return {
-        "python": random.getstate(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """Restore what `capture_rng` captured; CUDA states go to as many devices as both sides have."""
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    np_state = state["numpy"]
-    keys = np.asarray(torch.as_tensor(np_state["keys"]).numpy(), dtype=np.uint32)
-    np.random.set_state((np_state["kind"], keys, int(np_state["pos"]), int(np_state["has_gauss"]),
-                         float(np_state["cached_gaussian"])))
-    torch.set_rng_state(torch.as_tensor(state["torch"], dtype=torch.uint8).cpu())
-    cuda_states = state.get("cuda") or []
-    if cuda_states and torch.cuda.is_available():
-        for device, cuda_state in enumerate(cuda_states[:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(torch.as_tensor(cuda_state, dtype=torch.uint8).cpu(), device)

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 
 THRESHOLDS = np.arange(0, 4, 0.01)
 

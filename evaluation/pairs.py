@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from config.errors import ConfigError
-from stages.evaluate.binfile import load_bin
+from common.errors import ConfigError
+from evaluation.binfile import load_bin
 
 IMAGE_SUFFIXES = (".jpg", ".png")
 

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from config.atomic import atomic_path
+from common.atomic import atomic_path
 
 _MIN_LOG_FPR = 1e-6
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from config.errors import ConfigError
+from common.errors import ConfigError
 
 _LATIN1 = {"latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1"}
 

@@ -1,4 +1,4 @@
-"""The embedded default data set: face-like identities rendered on the fly with numpy.
+"""The synthetic face renderer: identities drawn as geometry and colours, and images of them rendered with numpy.
 
 Each identity is a fixed draw of geometry and appearance (face shape and jaw, skin tone, hair colour,
 hairline and style, ears, eye spacing/size/iris colour, brows, nose, mouth and lips, beard, moustache,
@@ -6,26 +6,15 @@ glasses, a mole). Each image of it adds nuisances whose size scales with `diffic
 default, 2 hard): residual alignment error (rotation, shift, scale), yaw (a cylinder warp with
 protruding nose and mouth), expression (smile, open mouth, raised brows, squint, gaze), small changes
 of hair and beard, glasses taken off, occluders (mask, sunglasses, hand), background, lighting
-direction and colour cast, defocus and sensor noise.
-
-Everything is a pure function of (seed, identity, index): the same array comes back in any order and
-in any process, and different seeds draw independent identities. Rendering is vectorised: full-frame
-layers are few, and small features are computed only inside their bounding box in the image.
+direction and colour cast, defocus and sensor noise. Rendering is vectorised: full-frame layers are
+few, and small features are computed only inside their bounding box in the image.
 """
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from config.errors import ConfigError
-from readers.base import FaceDataset
 
 RENDERER_VERSION = 1
 
@@ -272,7 +261,8 @@ class _Pose:
         return (self.scale * (self.c * u - self.s * v) + self.tx, self.scale * (self.s * u + self.c * v) + self.ty)
 
 
-def _window(canvas: _Canvas, pose: _Pose, size: int, u0: float, u1: float, v0: float, v1: float, margin: float) -> _Canvas | None:
+def _window(canvas: _Canvas, pose: _Pose, size: int, u0: float, u1: float, v0: float, v1: float,
+            margin: float) -> _Canvas | None:
     """The sub-canvas holding the face-coordinate box [u0, u1] x [v0, v1]; None when off-image."""
     pts = [pose.to_image(u, v) for u in (u0, u1) for v in (v0, v1)]
     half = size / 2.0
@@ -345,7 +335,8 @@ def render_face(ident: FaceIdentity, rng: np.random.Generator, difficulty: float
     return out
 
 
-def _draw_head(cv: _Canvas, pose: _Pose, size: int, ident: FaceIdentity, nz: _Draw, fw: float, fh: float, jaw: float, fy: float) -> None:
+def _draw_head(cv: _Canvas, pose: _Pose, size: int, ident: FaceIdentity, nz: _Draw, fw: float, fh: float, jaw: float,
+               fy: float) -> None:
     """Hair behind the head, neck, ears, the shaded face, beard, and hair in front."""
     U, V = cv.U, cv.V
     m = 2.0 * cv.w
@@ -497,7 +488,8 @@ def _draw_nose_mouth(cv: _Canvas, ident: FaceIdentity, nz: _Draw, nx: float, mx:
         must *= ident.moustache
         cv.paint(must, ident.hair * 0.85)
     cv.paint(cv.ellipse(du, dv, mw, lt + opening), ident.lips)
-    cv.paint(cv.ellipse(du, dv, mw * 0.88, 0.1 * lt + 0.9 * opening), np.array([70, 25, 30], np.float32).reshape(3, 1, 1))
+    cv.paint(cv.ellipse(du, dv, mw * 0.88, 0.1 * lt + 0.9 * opening),
+             np.array([70, 25, 30], np.float32).reshape(3, 1, 1))
 
 
 def _draw_occluder(cv: _Canvas, ident: FaceIdentity, nz: _Draw) -> None:
@@ -544,119 +536,3 @@ def _finish(img: np.ndarray, nz: _Draw, x: np.ndarray, y: np.ndarray, size: int)
         oy, ox = nz.noise_at[0] % size, nz.noise_at[1] % size
         img += nz.noise * bank[:, oy:oy + size, ox:ox + size]
     _clip_(img, 0.0, 255.0)
-
-
-class SyntheticDataset(FaceDataset):
-    """`identities` x `images_per_identity` rendered faces; key `syn/<identity:05d>/<i:04d>`, label = identity.
-
-    `root` records the generator (`synthetic:v<renderer>:seed=..:difficulty=..`) so caches built from
-    another seed or difficulty do not match.
-    """
-
-    def __init__(self, identities: int, images_per_identity: int, image_size: int, seed: int, difficulty: float) -> None:
-        if identities < 1 or images_per_identity < 1:
-            raise ConfigError(
-                f"synthetic data set: identities ({identities}) and images_per_identity ({images_per_identity}) must be >= 1"
-            )
-        if seed < 0:
-            raise ConfigError(f"synthetic data set: seed must be >= 0, got {seed}")
-        if difficulty < 0:
-            raise ConfigError(f"synthetic data set: difficulty must be >= 0, got {difficulty}")
-        if image_size < 16 or image_size % 16:
-            raise ConfigError(f"synthetic data set: image_size {image_size} must be a multiple of 16 (>= 16)")
-        self.identities, self.images_per_identity = int(identities), int(images_per_identity)
-        self.seed, self.difficulty = int(seed), float(difficulty)
-        keys = [f"syn/{c:05d}/{i:04d}" for c in range(identities) for i in range(images_per_identity)]
-        labels = np.repeat(np.arange(identities, dtype=np.int64), images_per_identity)
-        root = f"synthetic:v{RENDERER_VERSION}:seed={self.seed}:difficulty={self.difficulty:g}"
-        super().__init__("synthetic", root, image_size, keys, labels)
-        self._identity_cache: dict[int, FaceIdentity] = {}
-
-    def identity(self, identity: int) -> FaceIdentity:
-        ident = self._identity_cache.get(identity)
-        if ident is None:
-            ident = self._identity_cache[identity] = sample_identity(self.seed, identity)
-        return ident
-
-    def render(self, identity: int, index: int) -> np.ndarray:
-        """Image `index` of identity `identity` as uint8 [image_size, image_size, 3]."""
-        rng = np.random.default_rng([self.seed, identity, 2, index])
-        return render_face(self.identity(identity), rng, self.difficulty, self.image_size)
-
-    def load(self, index: int) -> np.ndarray:
-        identity, i = divmod(int(index), self.images_per_identity)
-        if not 0 <= identity < self.identities:
-            raise IndexError(f"row {index} out of range for {len(self)} rows")
-        return self.render(identity, i)
-
-
-def pair_name(identity: int) -> str:
-    return f"id_{identity:05d}"
-
-
-def _sample_pairs(dataset: SyntheticDataset, per_fold: int, rng: np.random.Generator) -> list[str]:
-    """LFW pairs.txt lines: 10 folds, each `per_fold` same-identity then `per_fold` different pairs."""
-    n_id, n_img = dataset.identities, dataset.images_per_identity
-    seen: set[tuple] = set()
-
-    def fresh(make) -> tuple:
-        pair = make()
-        for _ in range(50):
-            if pair not in seen:
-                break
-            pair = make()
-        seen.add(pair)
-        return pair
-
-    def same() -> tuple:
-        c = int(rng.integers(n_id))
-        i, j = sorted(int(v) for v in rng.choice(n_img, 2, replace=False))
-        return (c, i, j)
-
-    def different() -> tuple:
-        a, b = sorted(int(v) for v in rng.choice(n_id, 2, replace=False))
-        return (a, int(rng.integers(n_img)), b, int(rng.integers(n_img)))
-
-    lines = [f"10\t{per_fold}"]
-    for _ in range(10):
-        for _ in range(per_fold):
-            c, i, j = fresh(same)
-            lines.append(f"{pair_name(c)}\t{i + 1}\t{j + 1}")
-        for _ in range(per_fold):
-            a, i, b, j = fresh(different)
-            lines.append(f"{pair_name(a)}\t{i + 1}\t{pair_name(b)}\t{j + 1}")
-    return lines
-
-
-def write_pair_set(dataset: SyntheticDataset, out_dir: str | os.PathLike[str], num_pairs: int, seed: int) -> Path:
-    """Write every image of `dataset` as `out_dir/<name>/<name>_<NNNN>.png` (NNNN 1-based) plus an LFW
-    `pairs.txt` of `num_pairs` pairs (rounded down to a multiple of 20: 10 folds, each half same, half
-    different); returns the path of pairs.txt. Built in a temporary folder, then renamed into place.
-    """
-    if dataset.identities < 2 or dataset.images_per_identity < 2:
-        raise ConfigError("pair set: needs >= 2 identities and >= 2 images per identity")
-    per_fold = int(num_pairs) // 20
-    if per_fold < 1:
-        raise ConfigError(f"pair set: num_pairs {num_pairs} is below 20 (10 folds of a same and a different pair)")
-    lines = _sample_pairs(dataset, per_fold, np.random.default_rng([int(seed), 3]))
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        for c in range(dataset.identities):
-            name = pair_name(c)
-            (tmp / name).mkdir()
-            for i in range(dataset.images_per_identity):
-                Image.fromarray(dataset.render(c, i)).save(tmp / name / f"{name}_{i + 1:04d}.png", compress_level=1)
-        (tmp / "pairs.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out / "pairs.txt"
