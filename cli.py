@@ -72,16 +72,6 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
     return wrapper
 
 
-def _verifier(cfg: PipelineConfig) -> Callable[[Any], dict[str, float]] | None:
-    """Periodic verification on `eval.pairs` every `train.eval_every` steps (wired here so that stage two
-    does not import the evaluation stage)."""
-    if not (cfg.eval.pairs and cfg.train.eval_every):
-        return None
-    from stages.evaluate.run import PeriodicVerifier
-
-    return PeriodicVerifier(cfg)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """ICD-Face distillation: teacher cache (extract), student training (train, distill), evaluation."""
@@ -104,7 +94,7 @@ def cmd_train(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
     """Train the [student] model with the margin loss only (teacher training, no-KD baseline)."""
     from stages.train import run_train
 
-    return run_train(cfg, resume=resume, verifier=_verifier(cfg))
+    return run_train(cfg, resume=resume)
 
 
 @main.command("distill")
@@ -114,14 +104,14 @@ def cmd_distill(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
     """Stage two: train the student with ICD-Face against the cached teacher embeddings."""
     from stages.distill import run_distill
 
-    return run_distill(cfg, resume=resume, verifier=_verifier(cfg))
+    return run_distill(cfg, resume=resume)
 
 
 @main.command("evaluate")
 @_command
 def cmd_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     """Face verification (LFW pairs.txt, insightface .bin) of a student, teacher, cache or checkpoint."""
-    from stages.evaluate.run import run_evaluate
+    from stages.evaluate.command import run_evaluate
 
     return run_evaluate(cfg)
 

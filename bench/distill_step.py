@@ -7,7 +7,7 @@ Same student, same synthetic data, same batch size and config in all three varia
 - plain: `stages.train.run_train` (what `python cli.py train` does: margin loss only);
 - cache: `stages.distill.run_distill` (what `python cli.py distill` does) against a cache that this
   script first extracts with `stages.extract.run_extract` from the teacher below (not timed as a step);
-- online: `stages.training.loop.run_loop` with `stages.training.targets.OnlineTargets`: the teacher (an
+- online: `stages.training.loop.run_loop` with `tests.helpers.online_targets.OnlineTargets`: the teacher (an
   IResNet-50 with random weights, built here only) runs on every batch. Feature-bank entries need
   teacher targets too; `--online-bank memo` (default) keeps each (row, flip)'s teacher embedding from
   the step that computed it, the cheap way an online trainer would keep them, so the online variant
@@ -167,7 +167,7 @@ class MemoOnlineTargets:
     """
 
     def __init__(self, teacher: Any, dataset: Any, memo: bool) -> None:
-        from stages.training.targets import OnlineTargets
+        from tests.helpers.online_targets import OnlineTargets
 
         self.online = OnlineTargets(teacher, dataset)
         self.embedding_size = self.online.embedding_size
@@ -239,7 +239,8 @@ def run_online(cfg: PipelineConfig, device: torch.device,
     """The distillation loop with the teacher run on every batch (no cache)."""
     from models import build_teacher
     from readers import build_dataset
-    from stages.training.loop import TrainInputs, run_loop
+    from stages.training.loop import run_loop
+    from stages.training.run import TrainInputs
 
     dataset = build_dataset(cfg.data)
     teacher = build_teacher(cfg.teacher, cfg.data.image_size, str(device))

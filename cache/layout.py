@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds `norms`
 
 EMBEDDINGS = "embeddings"  # [N, 2, D] float16 | float32, unit norm; view 0 as stored, view 1 flipped
 LABELS = "labels"  # [N] int64
@@ -21,9 +21,10 @@ IDENTITY_OFFSETS = "identity_offsets"  # [C + 1] int64 (CSR offsets)
 POSITIVES = "positives"  # [N, K] int64, -1 pads
 POSITIVE_SIMS = "positive_sims"  # [N, K] float16
 DONE = "done"  # [N] bool
+NORMS = "norms"  # [N, 2] float32, L2 norm of each raw view before it was normalised
 
-REQUIRED_DATASETS = (EMBEDDINGS, LABELS, KEYS, IDENTITY_ROWS, IDENTITY_OFFSETS, POSITIVES, POSITIVE_SIMS, DONE)
-PARTIAL_DATASETS = (EMBEDDINGS, LABELS, KEYS, DONE)
+REQUIRED_DATASETS = (EMBEDDINGS, NORMS, LABELS, KEYS, IDENTITY_ROWS, IDENTITY_OFFSETS, POSITIVES, POSITIVE_SIMS, DONE)
+PARTIAL_DATASETS = (EMBEDDINGS, NORMS, LABELS, KEYS, DONE)
 
 ATTR_FORMAT_VERSION = "format_version"
 ATTR_TEACHER = "teacher"

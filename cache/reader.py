@@ -225,6 +225,21 @@ class TeacherCache:
         block = self._read_rows(unique)
         return block[inverse, flips].astype(np.float32, copy=False)
 
+    def raw_views(self, rows: np.ndarray) -> np.ndarray:
+        """The teacher's raw (un-normalised) outputs of both views, norm x unit view: [B] rows -> [B, 2, D] float32.
+
+        `models.preprocess.flip_fuse` of the two views is insightface's flip-fused embedding, as a live
+        teacher gives it (to float32 rounding).
+        """
+        rows = np.asarray(rows).reshape(-1).astype(np.int64)
+        units = np.stack([self.targets(rows, np.zeros_like(rows)), self.targets(rows, np.ones_like(rows))], axis=1)
+        return units * self.norms[rows][:, :, None]
+
+    @property
+    def norms(self) -> np.ndarray:
+        """[N, 2] float32 L2 norm of each raw view before normalisation (0 for skipped rows)."""
+        return self._table(layout.NORMS).astype(np.float32, copy=False)
+
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
         """[U, 2, D] stored embeddings of sorted unique `rows`, read as runs of consecutive rows."""
         emb = self._h5()[layout.EMBEDDINGS]

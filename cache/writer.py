@@ -77,6 +77,7 @@ class CacheWriter:
         self.partial = partial_path(path)
         self._file: h5py.File | None = file
         self._emb = file[layout.EMBEDDINGS]
+        self._norms = file[layout.NORMS]
         self._done_ds = file[layout.DONE]
         self._attrs = attrs
         self._done = done
@@ -198,6 +199,8 @@ class CacheWriter:
         if (emb.ndim != 3 or emb.shape[1] != 2 or emb.shape[2] != stored[layout.ATTR_EMBEDDING_DIM]
                 or emb.dtype.name != stored[layout.ATTR_DTYPE] or emb.chunks is None):
             return f"has an embeddings dataset of shape {emb.shape} and dtype {emb.dtype}"
+        if file[layout.NORMS].shape != (n, 2):
+            return f"has a 'norms' dataset of shape {file[layout.NORMS].shape}, not ({n}, 2)"
         for name in (layout.LABELS, layout.KEYS, layout.DONE):
             if file[name].shape != (n,):
                 return f"has a '{name}' dataset of shape {file[name].shape}, not ({n},)"
@@ -228,6 +231,8 @@ class CacheWriter:
         with atomic_path(work) as tmp, h5py.File(tmp, "w") as f:
             f.create_dataset(layout.EMBEDDINGS, shape=(n_rows, 2, dim), dtype=attrs[layout.ATTR_DTYPE],
                              chunks=(chunk, 2, dim), dcpl=dcpl, track_times=False)
+            f.create_dataset(layout.NORMS, shape=(n_rows, 2), dtype=np.float32, chunks=(chunk, 2), dcpl=dcpl,
+                             track_times=False)
             f.create_dataset(layout.LABELS, data=labels, dtype=np.int64, track_times=False)
             f.create_dataset(layout.KEYS, data=np.array(keys, dtype=object),
                              dtype=h5py.string_dtype("utf-8"), track_times=False)
@@ -268,10 +273,12 @@ class CacheWriter:
     def rows_done(self) -> int:
         return int(self._done.sum())
 
-    def write(self, rows: np.ndarray, emb: np.ndarray) -> None:
+    def write(self, rows: np.ndarray, emb: np.ndarray, norms: np.ndarray | None = None) -> None:
         """Store `emb` [b, 2, D] float32 (unit-norm views: original, flipped) for dataset `rows` [b].
 
-        Embeddings are flushed to the file before `done` is set for the rows, then `done` is flushed.
+        norms: [b, 2] the L2 norm each view had before it was normalised (None: 1, the model's outputs
+        were unit norm), so that readers can rebuild insightface's flip fusion of the raw outputs.
+        Embeddings and norms are flushed to the file before `done` is set for the rows, then `done` is flushed.
         """
         file = self._require_open()
         rows = np.asarray(rows).reshape(-1).astype(np.int64)
@@ -283,18 +290,25 @@ class CacheWriter:
             return
         if rows.min() < 0 or rows.max() >= self.n_rows:
             raise ValueError(f"rows must lie in [0, {self.n_rows}), got {int(rows.min())}..{int(rows.max())}")
+        norms = np.ones((len(rows), 2), np.float32) if norms is None else np.asarray(norms, dtype=np.float32)
+        if norms.shape != (len(rows), 2):
+            raise ValueError(f"norms of shape {norms.shape} for {len(rows)} rows; expected ({len(rows)}, 2)")
+        if not np.all(np.isfinite(norms) & (norms > 0)):
+            raise ValueError(f"row {int(rows[np.argmax(~(np.isfinite(norms) & (norms > 0)).all(1))])}: "
+                             "view norms must be finite and positive")
         bad = np.flatnonzero(~_view_norm_ok(emb))
         if len(bad):
             raise ValueError(f"row {int(rows[bad[0]])}: teacher embeddings must be finite and unit norm "
                              f"(norms {np.linalg.norm(emb[bad[0]], axis=-1).tolist()})")
         order = np.argsort(rows, kind="stable")
-        rows, emb = rows[order], emb[order]
+        rows, emb, norms = rows[order], emb[order], norms[order]
         if np.any(rows[1:] == rows[:-1]):
             raise ValueError(f"row {int(rows[np.argmax(rows[1:] == rows[:-1])])} appears twice in one write")
         data = emb.astype(self.dtype)
         blocks = list(row_blocks(rows, self.chunk_rows))
         for start, stop, at in blocks:
             self._emb[start:stop] = data[at:at + stop - start]
+            self._norms[start:stop] = norms[at:at + stop - start]
         file.flush()
         for start, stop, _ in blocks:
             self._done_ds[start:stop] = True

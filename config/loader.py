@@ -92,6 +92,7 @@ def validate(cfg: PipelineConfig) -> None:
         section, name = key.split(".")
         check_choice(getattr(getattr(cfg, section), name), choices, key)
     check_image_side(cfg.data.image_size, "data.image_size")
+    check_image_side(cfg.demo.image_size, "demo.image_size")
     if cfg.train.images_per_identity < 2:
         raise ConfigError("config key 'train.images_per_identity': must be >= 2 (positive pairs need two images)")
     if not 0.0 <= cfg.train.random_share <= 1.0:

@@ -13,6 +13,7 @@ import numpy as np
 
 from common.errors import ConfigError
 from evaluation.binfile import load_bin
+from readers.base import CorruptImageError, decode_image
 
 IMAGE_SUFFIXES = (".jpg", ".png")
 
@@ -51,6 +52,17 @@ class PairSet:
             return image.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{self.source}: cannot read image {image}: {exc}") from exc
+
+    def decode(self, size: int) -> np.ndarray:
+        """All distinct images, decoded to uint8 [n, size, size, 3] RGB; an undecodable one is a ConfigError."""
+        images = np.empty((len(self.images), size, size, 3), dtype=np.uint8)
+        for k in range(len(self.images)):
+            key = self.image_key(k)
+            try:
+                images[k] = decode_image(self.image_bytes(k), key, size)
+            except CorruptImageError:
+                raise ConfigError(f"pair set '{self.source}': image {key} cannot be decoded") from None
+        return images
 
 
 def _parse_index(token: str) -> int | None:

@@ -21,19 +21,10 @@ from common.errors import ConfigError
 from config.choices import COLOR_ORDERS, INPUT_LAYOUTS, check_choice
 from models.device import resolve_device
 from models.loading import sha256_file
+from models.preprocess import INSIGHTFACE_MEAN, INSIGHTFACE_STD, flip_fuse, hflip, normalize_pixels
 
-INSIGHTFACE_MEAN = (0.5, 0.5, 0.5)
-INSIGHTFACE_STD = (0.5, 0.5, 0.5)
 PROBE_PIXEL = 128
 ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
-
-
-def normalize_pixels(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Model input = (pixel/255 - mean)/std per channel.
-
-    pixels: float [B, 3, H, W] in 0..255; mean, std: [3] in units of pixel/255. Returns float [B, 3, H, W].
-    """
-    return (pixels / 255.0 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
 def resize_bilinear(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -84,7 +75,7 @@ class Preprocessing:
         pixels = resize_bilinear(images.permute(0, 3, 1, 2).float(), self.input_size)
         if self.color == "BGR":
             pixels = pixels.flip(1)
-        x = normalize_pixels(pixels, torch.tensor(self.mean), torch.tensor(self.std))
+        x = normalize_pixels(pixels, self.mean, self.std)
         if self.layout == "NHWC":
             x = x.permute(0, 2, 3, 1)
         return x.contiguous()
@@ -112,6 +103,19 @@ class Embedder(abc.ABC):
             return torch.zeros(0, self.embedding_size)
         out = self._forward(self.preprocessing(batch))
         return out.detach().float().reshape(batch.shape[0], -1).cpu()
+
+    def embed_views(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Raw embeddings of the images and of their horizontal flips: uint8 [B, H, W, 3] -> [B, 2, D] float32."""
+        batch = as_image_batch(images)
+        return torch.stack([self.embed(batch), self.embed(hflip(batch))], dim=1)
+
+    def embed_fused(self, images: np.ndarray, batch_size: int) -> np.ndarray:
+        """The verification embedding `flip_fuse` of every image, in batches: uint8 [n, H, W, 3] -> [n, D]."""
+        out = [np.zeros((0, self.embedding_size), np.float32)]
+        for s in range(0, len(images), batch_size):
+            views = self.embed_views(np.ascontiguousarray(images[s:s + batch_size]))
+            out.append(flip_fuse(views[:, 0], views[:, 1]).numpy())
+        return np.concatenate(out)
 
     def probe_dim(self) -> int:
         """Embedding size measured on one mid-grey image."""

@@ -6,7 +6,6 @@ similarities all come from the cache, which must match this run's data, preproce
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,8 @@ from cache import TeacherCache, cache_file
 from common.errors import ConfigError
 from config import PipelineConfig
 from readers import build_dataset
-from stages.training.loop import TrainInputs, run_loop
+from stages.training.loop import run_loop
+from stages.training.run import TrainInputs
 from stages.training.targets import CacheTargets
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,7 @@ def check_cache(cache: TeacherCache, cfg: PipelineConfig, dataset_info: dict[str
         raise ConfigError(f"cache '{cache.path}' does not match this run: " + "; ".join(problems))
 
 
-def run_distill(cfg: PipelineConfig, resume: bool = False,
-                verifier: Callable[[Any], dict[str, float]] | None = None) -> dict[str, Any]:
+def run_distill(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
     path = cache_file(cfg.cache.path, cfg.run.dir)
     dataset = build_dataset(cfg.data)
     if len(dataset) == 0:
@@ -74,4 +73,4 @@ def run_distill(cfg: PipelineConfig, resume: bool = False,
                          cache=cache, cache_fingerprint={"teacher": cache.teacher_fingerprint,
                                                          "dataset": cache.dataset_fingerprint},
                          teacher_dim=cache.embedding_dim)
-    return run_loop(cfg, inputs, command="distill", resume=resume, verifier=verifier)
+    return run_loop(cfg, inputs, command="distill", resume=resume)

@@ -33,7 +33,7 @@ from checkpoints import seed_everything
 from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, config_hash, save_resolved
 from common.atomic import atomic_write_text
-from models import build_teacher
+from models import Embedder, build_teacher
 from models.device import resolve_device
 from readers import build_dataset
 from readers.torch_rows import ImageRows
@@ -53,11 +53,11 @@ def cache_fingerprint(cfg: PipelineConfig, dataset_info: dict[str, Any], teacher
     }
 
 
-def _embed_views(teacher: Any, images: torch.Tensor) -> np.ndarray:
-    """Unit-norm teacher embeddings of the images and their horizontal flips: [B, 2, D] float32."""
-    views = torch.stack([teacher.embed(images), teacher.embed(images.flip(2))], dim=1)
-    views = torch.nn.functional.normalize(views.float(), dim=-1)
-    return views.numpy()
+def _embed_views(teacher: Embedder, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Unit-norm teacher views of the images and their horizontal flips, [B, 2, D], and their norms [B, 2]."""
+    views = teacher.embed_views(images)
+    norms = torch.linalg.vector_norm(views, dim=-1)
+    return torch.nn.functional.normalize(views, dim=-1).numpy(), norms.numpy()
 
 
 def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
                         raise PipelineError(f"unreadable image at row {r} (key {dataset.keys[r]!r}); --strict is set")
                     log.warning("skipping unreadable image: row %d, key %s", r, dataset.keys[r])
                 if ok.any():
-                    writer.write(rows[ok].numpy(), _embed_views(teacher, images[ok]))
+                    writer.write(rows[ok].numpy(), *_embed_views(teacher, images[ok]))
                 bar.update(len(rows))
             bar.close()
         elapsed = time.perf_counter() - start

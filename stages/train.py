@@ -5,7 +5,6 @@ no-distillation student baseline.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,13 +12,13 @@ import numpy as np
 from common.errors import ConfigError
 from config import PipelineConfig
 from readers import build_dataset
-from stages.training.loop import TrainInputs, run_loop
+from stages.training.loop import run_loop
+from stages.training.run import TrainInputs
 
 
-def run_train(cfg: PipelineConfig, resume: bool = False,
-              verifier: Callable[[Any], dict[str, float]] | None = None) -> dict[str, Any]:
+def run_train(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
     dataset = build_dataset(cfg.data)
     if len(dataset) == 0:
         raise ConfigError(f"data set '{cfg.data.root or cfg.data.format}' (data.root) holds no images")
     inputs = TrainInputs(dataset=dataset, rows=np.arange(len(dataset), dtype=np.int64))
-    return run_loop(cfg, inputs, command="train", resume=resume, verifier=verifier)
+    return run_loop(cfg, inputs, command="train", resume=resume)

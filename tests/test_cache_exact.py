@@ -13,8 +13,10 @@ from tests.conftest import tiny_settings
 from models import build_teacher
 from readers import build_dataset
 from stages.extract import run_extract
-from stages.training.loop import TrainInputs, run_loop
-from stages.training.targets import CacheTargets, OnlineTargets
+from stages.training.loop import run_loop
+from stages.training.run import TrainInputs
+from stages.training.targets import CacheTargets
+from tests.helpers.online_targets import OnlineTargets
 
 
 def _losses(path: Path) -> list[dict[str, float]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.errors import ConfigError
+from config.choices import check_image_side
 from readers.base import FaceDataset
 from readers.synthetic.renderer import RENDERER_VERSION, FaceIdentity, render_face, sample_identity
 
@@ -31,8 +32,7 @@ class SyntheticDataset(FaceDataset):
             raise ConfigError(f"synthetic data set: seed must be >= 0, got {seed}")
         if difficulty < 0:
             raise ConfigError(f"synthetic data set: difficulty must be >= 0, got {difficulty}")
-        if image_size < 16 or image_size % 16:
-            raise ConfigError(f"synthetic data set: image_size {image_size} must be a multiple of 16 (>= 16)")
+        check_image_side(image_size, "data.image_size")
         self.identities, self.images_per_identity = int(identities), int(images_per_identity)
         self.seed, self.difficulty = int(seed), float(difficulty)
         keys = [f"syn/{c:05d}/{i:04d}" for c in range(identities) for i in range(images_per_identity)]

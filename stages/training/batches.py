@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from common.errors import PipelineError
+from models.preprocess import hflip
 from readers.base import CorruptImageError
 
 
@@ -59,7 +60,7 @@ class TrainBatches(Dataset[dict[str, torch.Tensor]]):
                 img = self.dataset.load(r)
             except CorruptImageError as e:
                 raise PipelineError(f"unreadable training image at row {r} (key {e.key!r})") from None
-            images.append(img[:, ::-1] if f else img)
+            images.append(hflip(img) if f else img)
         batch = {
             "images": torch.from_numpy(np.ascontiguousarray(np.stack(images))),
             "labels": torch.from_numpy(self.dataset.labels[rows].astype(np.int64)),

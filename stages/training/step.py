@@ -1,97 +1,101 @@
-"""One ICD-Face training step's loss terms, wired from the pure loss functions.
+"""`train_step`: one optimiser step of ICD-Face, the hot path of stage two.
 
-L = L_margin + w_fcd * L_fcd + w_sdc * L_sdc (ICD-Face, Yu et al., ICCV 2023; DESIGN.md section 1).
+L = L_margin + w_fcd * L_fcd + w_sdc * L_sdc (ICD-Face, Yu et al., ICCV 2023; DESIGN.md section 1),
+each term one pure function of `losses/`. The step runs forward, losses, backward, the optimiser and
+scheduler, then writes the batch into the feature bank (after the loss, so an anchor never meets its
+own copy). It returns its numbers as tensors: turning them into Python numbers (a host sync on a
+GPU) is left to the hooks that log them.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from config import IcdConfig
-from losses import feature_consistency_loss, similarity_distribution_consistency
-from stages.training.bank import FeatureBank
-from stages.training.targets import TargetProvider
+from losses import feature_consistency_loss, similarity_distribution_consistency, weighted_sum
+from models.preprocess import student_input
+from stages.training.pairs import positive_pairs
+from stages.training.run import Run
 
 
 @dataclass
-class PositivePairs:
-    """Same-identity pair similarities of one step: student side live (or bank, detached), teacher from cache."""
+class StepOutput:
+    """One step's numbers, detached: total loss, each weighted term's value, batch statistics."""
 
-    student: torch.Tensor  # [P] cosine, in [-1, 1]
-    teacher: torch.Tensor  # [P] cosine, in [-1, 1]
-    in_batch: int  # how many of the P pairs are in-batch (they come first)
-
-
-def in_batch_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
-                   rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Similarities of every in-batch pair (i < j) of the same identity and different rows: ([P], [P])."""
-    same = (labels[:, None] == labels[None, :]) & (rows[:, None] != rows[None, :])
-    i, j = torch.nonzero(torch.triu(same, diagonal=1), as_tuple=True)
-    return (emb[i] * emb[j]).sum(-1), (targets[i] * targets[j]).sum(-1)
-
-
-def bank_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
-               bank: FeatureBank, provider: TargetProvider, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Similarities of each anchor with its identity's valid bank slots: student <e_i, bank>, teacher from cache."""
-    bank_emb, bank_rows, bank_flips, valid = bank.gather(labels, rows, step)
-    if not bool(valid.any()):
-        empty = emb.new_zeros(0)
-        return empty, empty
-    anchor, slot = torch.nonzero(valid, as_tuple=True)
-    student = (emb[anchor] * bank_emb[anchor, slot].to(emb.dtype)).sum(-1)
-    teacher_bank = provider.lookup(bank_rows[anchor, slot].cpu().numpy(),
-                                   bank_flips[anchor, slot].cpu().numpy().astype(np.uint8))
-    teacher = (targets[anchor] * teacher_bank.to(targets.device, targets.dtype)).sum(-1)
-    return student, teacher
-
-
-def collect_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
-                  bank: FeatureBank | None, provider: TargetProvider, step: int, icd: IcdConfig) -> PositivePairs:
-    """The step's positive pairs from the sources `icd.in_batch` and `icd.use_bank` switch on."""
-    parts_s: list[torch.Tensor] = []
-    parts_t: list[torch.Tensor] = []
-    n_in = 0
-    if icd.in_batch:
-        s, t = in_batch_pairs(emb, targets, labels, rows)
-        parts_s.append(s)
-        parts_t.append(t)
-        n_in = len(s)
-    if icd.use_bank and bank is not None:
-        s, t = bank_pairs(emb, targets, labels, rows, bank, provider, step)
-        parts_s.append(s)
-        parts_t.append(t)
-    if not parts_s:
-        return PositivePairs(emb.new_zeros(0), emb.new_zeros(0), 0)
-    return PositivePairs(torch.cat(parts_s), torch.cat(parts_t), n_in)
-
-
-def distillation_terms(emb: torch.Tensor, projected: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
-                       rows: torch.Tensor, bank: FeatureBank | None, provider: TargetProvider, step: int,
-                       icd: IcdConfig, grid: torch.Tensor, sdc_on: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """FCD and SDC terms (float32) plus batch statistics for the log.
-
-    emb: [B, D_s] unit student embeddings; projected: [B, D_t] unit P(e); targets: [B, D_t] unit teacher.
-    """
-    terms = {"fcd": feature_consistency_loss(projected, targets)}
-    pairs = collect_pairs(emb, targets, labels, rows, bank, provider, step, icd)
-    if sdc_on:
-        terms["sdc"] = similarity_distribution_consistency(
-            pairs.student, pairs.teacher, grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction)
-    else:
-        terms["sdc"] = emb.sum() * 0.0
-    with torch.no_grad():
-        stats = {
-            "ts_cos": float((projected * targets).sum(-1).mean()),
-            "pairs": float(len(pairs.student)),
-        }
-        if pairs.in_batch:
-            stats["intra_teacher"] = float(pairs.teacher[: pairs.in_batch].mean())
-            stats["intra_student"] = float(pairs.student[: pairs.in_batch].mean())
-    return terms, stats
+    loss: torch.Tensor  # scalar
+    terms: dict[str, torch.Tensor]  # term name -> scalar (before weighting)
+    stats: dict[str, torch.Tensor]  # ts_cos, intra_teacher, intra_student (distill only)
+    images: int
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the last axis in float32."""
     return F.normalize(x.float(), dim=-1)
+
+
+def distillation_terms(run: Run, emb: torch.Tensor, batch: dict[str, torch.Tensor], labels: torch.Tensor,
+                       rows: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """FCD and SDC terms (float32) plus batch statistics; emb: [B, D_s] unit student embeddings."""
+    assert run.inputs.provider is not None and run.grid is not None
+    icd = run.cfg.icd
+    targets = normalize(run.inputs.provider.batch_targets(batch).to(run.device))
+    projected = normalize(run.projector(emb)) if run.projector is not None else emb
+    terms = {"fcd": feature_consistency_loss(projected, targets)}
+    pairs = positive_pairs(emb, targets, labels, rows, run.bank, run.inputs.provider, run.step,
+                           in_batch=icd.in_batch, use_bank=icd.use_bank)
+    if run.step >= run.sdc_start:
+        terms["sdc"] = similarity_distribution_consistency(
+            pairs.student, pairs.teacher, run.grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction)
+    else:
+        terms["sdc"] = emb.sum() * 0.0
+    with torch.no_grad():
+        stats = {"ts_cos": (projected * targets).sum(-1).mean()}
+        if pairs.in_batch:
+            stats["intra_teacher"] = pairs.teacher[: pairs.in_batch].mean()
+            stats["intra_student"] = pairs.student[: pairs.in_batch].mean()
+    return terms, stats
+
+
+def optimizer_step(run: Run, loss: torch.Tensor) -> None:
+    """Backward (scaled under fp16), optional gradient clipping, optimiser and scheduler step."""
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.cfg.train.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.parameters(), run.cfg.train.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+
+
+def advance(run: Run, images: int) -> None:
+    """Count the step; the batch after an epoch's last one starts the next epoch."""
+    run.step += 1
+    run.position += 1
+    run.images_seen += images
+    if run.position >= run.per_epoch:
+        run.epoch, run.position = run.epoch + 1, 0
+
+
+def train_step(run: Run, batch: dict[str, torch.Tensor]) -> StepOutput:
+    """Forward, losses, backward, step and bank update for one batch; advances `run` by one step."""
+    images = batch["images"].to(run.device, non_blocking=True)
+    labels = batch["labels"].to(run.device, non_blocking=True)
+    rows = batch["rows"].to(run.device)
+    ctx = torch.autocast(run.device.type, dtype=run.autocast_dtype) if run.autocast_dtype else contextlib.nullcontext()
+    with ctx:
+        feats = run.student(student_input(images))
+    emb = normalize(feats)
+    terms = {"margin": run.modules["head"](feats.float(), labels)}
+    stats: dict[str, torch.Tensor] = {}
+    if run.distill:
+        extra, stats = distillation_terms(run, emb, batch, labels, rows)
+        terms.update(extra)
+    loss = weighted_sum(terms, run.weights)
+    optimizer_step(run, loss)
+    if run.bank is not None:
+        run.bank.update(labels, rows, batch["flips"].to(run.device), emb.detach(), run.step)
+    advance(run, len(labels))
+    return StepOutput(loss.detach(), {k: v.detach() for k, v in terms.items()}, stats, len(labels))

@@ -1,0 +1,53 @@
+"""The demo's preset: the `[demo]` keys applied over the other sections, and `--quick`'s smaller sizes."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from config import PipelineConfig, validate
+
+# `python cli.py demo --quick`: a seconds-long smoke test (applied before the preset, so its demo.* win).
+QUICK: dict[str, Any] = {
+    "demo.image_size": 16, "data.workers": 0,
+    "data.synthetic.identities": 12, "data.synthetic.images_per_identity": 6,
+    "data.synthetic.heldout_identities": 8, "data.synthetic.heldout_images_per_identity": 4,
+    "data.synthetic.heldout_pairs": 40,
+    "demo.teacher_arch": "iresnet18", "demo.teacher_embedding_size": 32, "teacher.batch_size": 32,
+    "demo.student_arch": "mobilefacenet", "demo.student_embedding_size": 16,
+    "train.batch_size": 16, "train.images_per_identity": 4, "train.steps": 4, "demo.warmup_steps": 0,
+    "train.log_every": 2, "train.checkpoint_every": 1000, "demo.teacher_epochs": 1.0,
+}
+
+
+def derive(cfg: PipelineConfig, changes: dict[str, Any]) -> PipelineConfig:
+    """A validated copy of `cfg` with `{"section.key": value}` (or `section.sub.key`) changes."""
+    out = copy.deepcopy(cfg)
+    for dotted, value in changes.items():
+        parts = dotted.split(".")
+        obj: Any = out
+        for p in parts[:-1]:
+            obj = getattr(obj, p)
+        if not hasattr(obj, parts[-1]):
+            raise KeyError(dotted)
+        setattr(obj, parts[-1], value)
+    validate(out)
+    return out
+
+
+def preset_changes(cfg: PipelineConfig) -> dict[str, Any]:
+    """What `[demo]` sets in the other sections (synthetic data, the CPU-sized models and budgets)."""
+    d = cfg.demo
+    return {
+        "data.format": "synthetic", "data.root": "", "data.image_size": d.image_size,
+        "teacher.arch": d.teacher_arch, "teacher.embedding_size": d.teacher_embedding_size,
+        "student.arch": d.student_arch, "student.embedding_size": d.student_embedding_size,
+        "train.epochs": d.student_epochs, "train.warmup_steps": d.warmup_steps,
+        "loss.scale": d.scale, "loss.fcd_weight": d.fcd_weight,
+    }
+
+
+def demo_config(cfg: PipelineConfig, quick: bool = False) -> PipelineConfig:
+    """The config the demo runs: `--quick`'s sizes (when asked), then the `[demo]` preset."""
+    if quick:
+        cfg = derive(cfg, QUICK)
+    return derive(cfg, preset_changes(cfg))

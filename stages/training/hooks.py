@@ -1,0 +1,219 @@
+"""Hooks around `train_step`, in the manner of arcface_torch's `utils_callbacks.py`.
+
+Each hook sees the run at its start, after every step and at its end: the NaN guard, per-step
+metrics (`metrics.csv`, the log line with throughput and ETA, TensorBoard when installed), periodic
+verification on `eval.pairs`, and checkpoints. They run in that order after each step, so a
+non-finite loss stops the run before anything is logged or saved for that step.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
+from common.atomic import atomic_path
+from common.errors import PipelineError
+from config import PipelineConfig
+from evaluation.pairs import PairSet, load_pair_set
+from evaluation.verify import evaluate_sets
+from models import TorchEmbedder
+from stages.training.run import Run, run_state
+from stages.training.step import StepOutput
+
+log = logging.getLogger(__name__)
+
+KEEP_CHECKPOINTS = 2
+
+
+class Hook:
+    """Does nothing; subclasses override what they need."""
+
+    def on_start(self, run: Run) -> None:
+        """Before the first step of this process."""
+
+    def after_step(self, run: Run, out: StepOutput) -> None:
+        """After `train_step` (run.step is the step just done)."""
+
+    def on_end(self, run: Run) -> None:
+        """After the last step (also when the run was already finished)."""
+
+
+class NanGuard(Hook):
+    """Stops the run with exit status 1 at the first non-finite loss, naming the terms and the last good checkpoint."""
+
+    def after_step(self, run: Run, out: StepOutput) -> None:
+        if bool(torch.isfinite(out.loss)):
+            return
+        bad = [k for k, v in out.terms.items() if not bool(torch.isfinite(v))] or ["loss"]
+        raise PipelineError(f"non-finite loss at step {run.step}: term(s) {', '.join(bad)}; "
+                            f"last good checkpoint: {run.last_checkpoint or 'none'}")
+
+
+class MetricsCSV:
+    """Per-step metrics appended to `<run.dir>/metrics.csv`; resuming keeps the rows up to the resumed step."""
+
+    def __init__(self, path: Path, columns: list[str], resume_step: int | None) -> None:
+        self.path = path
+        self.columns = columns
+        kept: list[dict[str, str]] = []
+        if resume_step is not None and path.exists():
+            with open(path, newline="") as fh:
+                kept = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(kept)
+        self.fh = open(path, "a", newline="")
+        self.writer = csv.DictWriter(self.fh, columns, extrasaction="ignore")
+
+    def append(self, row: dict[str, float]) -> None:
+        self.writer.writerow(row)
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def tensorboard_writer(run_dir: Path) -> Any:
+    """A TensorBoard `SummaryWriter` when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+class MetricsLogger(Hook):
+    """One `metrics.csv` row per step; every `train.log_every` steps a log line and TensorBoard scalars.
+
+    The step's tensors become Python numbers here, in one transfer.
+    """
+
+    def __init__(self) -> None:
+        self.csv: MetricsCSV | None = None
+        self.tb: Any = None
+        self.window_t = 0.0
+        self.window_n = 0
+
+    def on_start(self, run: Run) -> None:
+        columns = ["step", "loss", "margin"] + (["fcd", "sdc"] if run.distill else []) + \
+            ["lr", "images_per_s", "ts_cos", "intra_teacher", "intra_student"]
+        resume_step = run.step if run.resumed_from is not None else None
+        self.csv = MetricsCSV(run.run_dir / "metrics.csv", columns, resume_step)
+        self.tb = tensorboard_writer(run.run_dir)
+        self.window_t, self.window_n = time.perf_counter(), 0
+
+    def after_step(self, run: Run, out: StepOutput) -> None:
+        assert self.csv is not None
+        names = ["loss", *out.terms, *out.stats]
+        values = torch.stack([out.loss, *out.terms.values(), *out.stats.values()]).float().tolist()
+        row: dict[str, float] = {"step": run.step, **dict(zip(names, values)), "lr": run.scheduler.get_last_lr()[0]}
+        self.window_n += out.images
+        if run.step % run.cfg.train.log_every == 0 or run.step == run.total:
+            self._log(run, row, list(out.terms))
+        self.csv.append(row)
+
+    def _log(self, run: Run, row: dict[str, float], terms: list[str]) -> None:
+        now = time.perf_counter()
+        ips = self.window_n / max(now - self.window_t, 1e-9)
+        row["images_per_s"] = ips
+        eta = (run.total - run.step) * run.cfg.train.batch_size / max(ips, 1e-9)
+        stats = {k: row[k] for k in ("ts_cos", "intra_teacher", "intra_student") if k in row}
+        log.info("step %d/%d loss %.4f %s lr %.4g %.1f img/s%s eta %s", run.step, run.total, row["loss"],
+                  " ".join(f"{k} {row[k]:.4f}" for k in terms), row["lr"], ips,
+                 "".join(f" {k} {v:.3f}" for k, v in stats.items()), time.strftime("%H:%M:%S", time.gmtime(eta)))
+        self.window_t, self.window_n = now, 0
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, run.step)
+
+    def on_end(self, run: Run) -> None:
+        if self.csv is not None:
+            self.csv.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class VerificationHook(Hook):
+    """Every `train.eval_every` steps (and at the last), verification accuracy of the student on `eval.pairs`,
+    logged and appended to `<run.dir>/verification.csv`. Pair images are decoded once."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.sets: list[tuple[PairSet, np.ndarray]] = []
+        for pairs_file in cfg.eval.pairs:
+            pair_set = load_pair_set(pairs_file, cfg.eval.root or None)
+            self.sets.append((pair_set, pair_set.decode(cfg.data.image_size)))
+
+    def after_step(self, run: Run, out: StepOutput) -> None:
+        every = run.cfg.train.eval_every
+        if not (every and (run.step % every == 0 or run.step == run.total)):
+            return
+        accuracies = self.accuracies(run)
+        log.info("step %d verification: %s", run.step, " ".join(f"{k} {v:.4f}" for k, v in accuracies.items()))
+        path = run.run_dir / "verification.csv"
+        new = not path.exists()
+        with open(path, "a", newline="") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(["step", *accuracies])
+            w.writerow([run.step, *accuracies.values()])
+
+    def accuracies(self, run: Run) -> dict[str, float]:
+        """Mean 10-fold accuracy per set of the student as it is now (left in train mode afterwards)."""
+        embedder = TorchEmbedder(run.student, arch=run.cfg.student.arch, weights_sha256="",
+                                 input_size=run.cfg.data.image_size, device=run.device)
+        images = {id(s): im for s, im in self.sets}
+        results = evaluate_sets([s for s, _ in self.sets],
+                                lambda s: embedder.embed_fused(images[id(s)], run.cfg.eval.batch_size),
+                                nfolds=run.cfg.eval.nfolds, distributions=False)
+        run.student.train()
+        return {name: float(r.record["accuracy_mean"]) for name, r in results.items()}
+
+
+class CheckpointHook(Hook):
+    """A checkpoint every `train.checkpoint_every` steps (the last two kept) and a final one with `backbone.pth`."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+
+    def on_start(self, run: Run) -> None:
+        self.start = time.perf_counter()
+
+    def images_per_s(self, run: Run) -> float:
+        if not run.images_seen:
+            return run.previous_images_per_s
+        return run.images_seen / max(time.perf_counter() - self.start, 1e-9)
+
+    def save(self, run: Run, final: bool = False) -> Path:
+        path = checkpoint_path(run.run_dir / "checkpoints", run.step)
+        save_checkpoint(path, run_state(run, self.images_per_s(run), final))
+        prune_checkpoints(path.parent, keep=KEEP_CHECKPOINTS)
+        run.last_checkpoint = path
+        return path
+
+    def after_step(self, run: Run, out: StepOutput) -> None:
+        if run.step % run.cfg.train.checkpoint_every == 0 and run.step < run.total:
+            self.save(run)
+
+    def on_end(self, run: Run) -> None:
+        backbone = run.run_dir / "backbone.pth"
+        if run.resumed_from is not None and run.images_seen == 0 and backbone.exists():
+            return  # a finished run stays as it is
+        self.save(run, final=True)
+        save_checkpoint(backbone, run.student.state_dict())
+
+
+def default_hooks(cfg: PipelineConfig) -> list[Hook]:
+    """The hooks of `train` and `distill`, in the order they run."""
+    hooks: list[Hook] = [NanGuard(), MetricsLogger()]
+    if cfg.eval.pairs and cfg.train.eval_every:
+        hooks.append(VerificationHook(cfg))
+    hooks.append(CheckpointHook())
+    return hooks

@@ -1,0 +1,274 @@
+"""`build_run`: everything one `train`/`distill` run holds, built from the config and its inputs.
+
+A `Run` has the models (student, margin head, projector), the feature bank, optimiser, scheduler and
+scaler, the epoch planner and the position in training (step, epoch, batch). `train` and `distill`
+differ only in the `TrainInputs` they pass: `distill` adds teacher targets, positives and the cache
+fingerprint, which switch on the projector, the bank and the distillation terms. Resuming restores
+the whole state from a checkpoint (`checkpoints.format` describes its keys) after checking that the
+checkpoint belongs to the same experiment.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from checkpoints import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, seed_everything
+from common.errors import ConfigError
+from config import PipelineConfig, config_hash, to_dict
+from losses import MarginHead, similarity_grid
+from models import build_student
+from models.device import resolve_device
+from stages.training.bank import FeatureBank
+from stages.training.sampler import IdentityBatchSampler
+from stages.training.schedule import lr_lambda
+from stages.training.targets import TargetProvider
+
+log = logging.getLogger(__name__)
+
+# Sections whose change makes a checkpoint a different experiment (refused on resume).
+RESUME_SECTIONS = ("data", "student", "loss", "icd", "cache")
+
+
+@dataclass
+class TrainInputs:
+    """What a run needs besides the config: the data, and for `distill` the targets and positives."""
+
+    dataset: Any
+    rows: np.ndarray  # usable dataset rows (all rows, or the cache's done rows)
+    provider: TargetProvider | None = None
+    positives: np.ndarray | None = None  # [N, K] teacher positives (dataset rows, -1 pads)
+    cache: Any | None = None  # read inside the workers for batch targets
+    cache_fingerprint: dict[str, Any] = field(default_factory=dict)
+    teacher_dim: int = 0
+
+
+@dataclass
+class Run:
+    """The state of one training run; `train_step` advances it, hooks observe it."""
+
+    cfg: PipelineConfig
+    command: str
+    inputs: TrainInputs
+    device: torch.device
+    modules: dict[str, nn.Module]  # "student", "head" and, when dimensions differ, "projector"
+    bank: FeatureBank | None
+    grid: torch.Tensor | None  # the SDC kernel-density grid (distill only)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    weights: dict[str, float]  # loss term -> weight
+    sampler: IdentityBatchSampler
+    total: int  # optimiser steps of the whole run
+    sdc_start: int  # first step with the SDC term
+    num_classes: int
+    identities_per_batch: int
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # batches of `epoch` done
+    resumed_from: Path | None = None
+    last_checkpoint: Path | None = None
+    images_seen: int = 0  # images trained on in this process
+    previous_images_per_s: float = 0.0  # throughput stored in the checkpoint resumed from
+
+    @property
+    def distill(self) -> bool:
+        return self.inputs.provider is not None
+
+    @property
+    def per_epoch(self) -> int:
+        return len(self.sampler)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.cfg.run.dir)
+
+    @property
+    def student(self) -> nn.Module:
+        return self.modules["student"]
+
+    @property
+    def projector(self) -> nn.Module | None:
+        return self.modules.get("projector")
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [q for mod in self.modules.values() for q in mod.parameters()]
+
+
+def amp_mode(requested: str, device: torch.device) -> str:
+    """`train.amp`: `auto` is bf16 (or fp16 without bf16 support) on CUDA and none on the CPU."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "none"
+
+
+def section_hashes(cfg: PipelineConfig) -> dict[str, str]:
+    d = to_dict(cfg)
+    return {s: config_hash(d[s]) for s in RESUME_SECTIONS}
+
+
+def sampler_inputs(labels: np.ndarray, rows: np.ndarray,
+                   positives: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels (renumbered densely) and positives restricted to the usable rows, in local row numbering."""
+    local = np.full(len(labels), -1, dtype=np.int64)
+    local[rows] = np.arange(len(rows))
+    pos = None
+    if positives is not None:
+        p = positives[rows]
+        pos = np.where(p >= 0, local[np.clip(p, 0, None)], -1)
+    _, compact = np.unique(labels[rows], return_inverse=True)  # identities with no usable row drop out
+    return compact.astype(np.int64), pos
+
+
+def _checked_labels(dataset: Any) -> tuple[np.ndarray, int]:
+    labels = np.asarray(dataset.labels, dtype=np.int64)
+    num_classes = int(dataset.num_classes)
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        raise ConfigError(f"row {bad[0]} (key {dataset.keys[bad[0]]!r}) has label {labels[bad[0]]} "
+                          f"outside 0..{num_classes - 1}")
+    return labels, num_classes
+
+
+def build_sampler(cfg: PipelineConfig, inputs: TrainInputs, labels: np.ndarray) -> tuple[IdentityBatchSampler, int]:
+    """The P x M identity sampler over the usable rows, and P."""
+    tc = cfg.train
+    m = tc.images_per_identity
+    p = tc.identities_per_batch or tc.batch_size // m
+    if tc.batch_size < p * m:
+        raise ConfigError(f"config key 'train.batch_size': {tc.batch_size} is smaller than "
+                          f"train.identities_per_batch x train.images_per_identity = {p} x {m}")
+    sampler_labels, sampler_pos = sampler_inputs(labels, inputs.rows, inputs.positives)
+    # P x M identity rows per batch; the rest of the batch (train.random_share, or what an explicit
+    # train.identities_per_batch leaves) is uniform random rows.
+    random_share = max(tc.random_share, 1.0 - p * m / tc.batch_size) if tc.identities_per_batch else tc.random_share
+    sampler = IdentityBatchSampler(sampler_labels, sampler_pos, batch_size=tc.batch_size, images_per_identity=m,
+                                   random_share=random_share, seed=cfg.run.seed)
+    return sampler, p
+
+
+def build_modules(cfg: PipelineConfig, inputs: TrainInputs, num_classes: int,
+                  device: torch.device) -> dict[str, nn.Module]:
+    """Student, margin head and (distill, when the dimensions differ) the bias-free projector P."""
+    modules: dict[str, nn.Module] = {
+        "student": build_student(cfg.student, cfg.data.image_size).to(device),
+        "head": MarginHead(cfg.student.embedding_size, num_classes, cfg.loss.head, cfg.loss.scale,
+                           cfg.loss.margin).to(device),
+    }
+    if inputs.provider is not None and inputs.teacher_dim != cfg.student.embedding_size:
+        modules["projector"] = nn.Linear(cfg.student.embedding_size, inputs.teacher_dim, bias=False).to(device)
+    return modules
+
+
+def build_optimizer(cfg: PipelineConfig, params: list[nn.Parameter],
+                    total: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    tc = cfg.train
+    if tc.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum,
+                                                     weight_decay=tc.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, total, tc.warmup_steps, tc.schedule, tc.milestones, tc.gamma))
+    return opt, sched
+
+
+def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bool = False) -> Run:
+    """Seed, build every part of the run, and restore it from a checkpoint when resuming."""
+    seed_everything(cfg.run.seed)
+    device = resolve_device(cfg.run.device)
+    labels, num_classes = _checked_labels(inputs.dataset)
+    sampler, p = build_sampler(cfg, inputs, labels)
+    total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler)))
+    modules = build_modules(cfg, inputs, num_classes, device)
+    distill = inputs.provider is not None
+    bank = None
+    if distill and cfg.icd.use_bank and cfg.loss.sdc_weight > 0:
+        bank = FeatureBank(num_classes, cfg.icd.bank_size, cfg.student.embedding_size, cfg.icd.max_age, device=device)
+    opt, sched = build_optimizer(cfg, [q for mod in modules.values() for q in mod.parameters()], total)
+    amp = amp_mode(cfg.train.amp, device)
+    run = Run(
+        cfg=cfg, command=command, inputs=inputs, device=device, modules=modules, bank=bank,
+        grid=similarity_grid(cfg.icd.grid_step).to(device) if distill else None,
+        optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
+        autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp),
+        weights={"margin": 1.0, "fcd": cfg.loss.fcd_weight, "sdc": cfg.loss.sdc_weight},
+        sampler=sampler, total=total, sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler))),
+        num_classes=num_classes, identities_per_batch=p,
+    )
+    resume_from = resume_target(cfg.train.resume, resume, run.run_dir / "checkpoints")
+    if resume_from is not None:
+        restore(run, resume_from)
+    log.info("%s: %d steps (%d per epoch), batch %d = %d ids x %d, %d rows, %d classes, device %s, amp %s",
+             command, total, run.per_epoch, cfg.train.batch_size, p, cfg.train.images_per_identity,
+             len(inputs.rows), num_classes, device, amp)
+    return run
+
+
+def resume_target(setting: str, flag: bool, ckpt_dir: Path) -> Path | None:
+    """The checkpoint to resume from: `train.resume` (a path, or "auto"), or the latest with `--resume`."""
+    if setting and setting != "auto":
+        path = Path(setting)
+        if not path.exists():
+            raise ConfigError(f"config key 'train.resume': checkpoint '{path}' not found")
+        return path
+    if setting == "auto" or flag:
+        found = latest_checkpoint(ckpt_dir)
+        if found is None and flag:
+            raise ConfigError(f"--resume: no checkpoint in '{ckpt_dir}'")
+        return found
+    return None
+
+
+def check_resumable(state: dict[str, Any], run: Run, path: Path) -> None:
+    """Refuse a checkpoint of another command, other experiment sections or another teacher cache."""
+    if state.get("command") != run.command:
+        raise ConfigError(f"checkpoint '{path}' was written by '{state.get('command')}', not '{run.command}'")
+    now = section_hashes(run.cfg)
+    differ = [s for s in RESUME_SECTIONS if state["section_hashes"].get(s) != now[s]]
+    if differ:
+        raise ConfigError(f"checkpoint '{path}' was trained with different config section(s): "
+                          f"{', '.join('[' + s + ']' for s in differ)}")
+    if state.get("cache_fingerprint") != run.inputs.cache_fingerprint:
+        raise ConfigError(f"checkpoint '{path}' was trained against a different teacher cache")
+
+
+def run_state(run: Run, images_per_s: float, final: bool = False) -> dict[str, Any]:
+    """Everything a checkpoint holds to resume `run` exactly (the keys `checkpoints.format` describes)."""
+    return {
+        "command": run.command,
+        "modules": {k: v.state_dict() for k, v in run.modules.items()},
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(), "bank": run.bank.state_dict() if run.bank is not None else None,
+        "step": run.step, "epoch": run.epoch, "position": run.position, "total_steps": run.total,
+        "rng": capture_rng(), "config": to_dict(run.cfg), "config_hash": config_hash(run.cfg),
+        "section_hashes": section_hashes(run.cfg), "cache_fingerprint": run.inputs.cache_fingerprint,
+        "num_classes": run.num_classes, "final": final, "images_per_s": images_per_s,
+    }
+
+
+def restore(run: Run, path: Path) -> None:
+    """Load the checkpoint at `path` into `run` (after `check_resumable`)."""
+    state = load_checkpoint(path)
+    check_resumable(state, run, path)
+    for name, mod in run.modules.items():
+        mod.load_state_dict(state["modules"][name])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    if run.bank is not None:
+        run.bank.load_state_dict(state["bank"])
+    run.step, run.epoch, run.position = state["step"], state["epoch"], state["position"]
+    restore_rng(state["rng"])
+    run.previous_images_per_s = float(state.get("images_per_s", 0.0))
+    run.resumed_from = run.last_checkpoint = path
+    log.info("resumed from %s at step %d (epoch %d, batch %d)", path, run.step, run.epoch, run.position)
