@@ -1,11 +1,11 @@
-"""Teacher positives and the identity CSR table against brute-force numpy computations."""
+"""`cache.positives`: teacher positives against a brute-force numpy computation."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import cache.positives as positives_module
-from cache import build_positives, identity_csr
+from cache import build_positives
 
 
 def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -26,16 +26,6 @@ def brute_force(emb: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray
         pos[i, :len(cand)] = cand
         val[i, :len(cand)] = sims[i, cand]
     return pos, val
-
-
-def test_identity_csr_groups_rows_and_skips_negative_labels() -> None:
-    labels = np.array([2, 0, 2, -1, 1, 0, 2])
-    rows, offsets = identity_csr(labels, 4)
-    assert offsets.tolist() == [0, 2, 3, 6, 6]
-    assert rows.tolist() == [1, 5, 4, 0, 2, 6]
-    assert rows.dtype == np.int64 and offsets.dtype == np.int64
-    with pytest.raises(ValueError, match="row 0"):
-        identity_csr(np.array([4, 0]), 4)
 
 
 def test_positives_match_brute_force_with_padding_and_left_out_rows() -> None:

@@ -1,4 +1,4 @@
-"""Config loading: TOML into dataclasses, overrides, rejection of unknown keys and wrong types, hashing."""
+"""`config.loader`: TOML into dataclasses, overrides, rejection of unknown keys and wrong types, hashing."""
 from __future__ import annotations
 
 import tomllib
@@ -8,8 +8,7 @@ import pytest
 
 from common.errors import ConfigError
 from config import config_hash, load_config, save_resolved, to_toml
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def test_repo_pipeline_toml_loads() -> None:

@@ -1,0 +1,33 @@
+"""`cache.index`: the FAISS index against numpy search, save and load."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache import build_index, load_index, save_index
+from common.errors import ConfigError
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_index_search_matches_numpy_and_round_trips(tmp_path: Path, kind: str) -> None:
+    rng = np.random.default_rng(9)
+    emb = rng.standard_normal((400, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = np.arange(400) * 3 + 1
+    index = build_index(emb, kind=kind, nlist=8, nprobe=8, ids=ids)  # nprobe = nlist: exhaustive
+    queries = emb[:20] + 0.1 * rng.standard_normal((20, 16)).astype(np.float32)
+    sims, found = index.search(queries, 5)
+    brute = queries @ emb.T
+    want = np.argsort(-brute, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(found, ids[want])
+    np.testing.assert_allclose(sims, np.take_along_axis(brute, want, axis=1), atol=1e-5)
+    target = tmp_path / "teacher.faiss"
+    save_index(index, target)
+    assert [p.name for p in tmp_path.iterdir()] == ["teacher.faiss"]
+    loaded = load_index(target)
+    assert loaded.ntotal == 400
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], found)
+    with pytest.raises(ConfigError, match="missing.faiss"):
+        load_index(tmp_path / "missing.faiss")

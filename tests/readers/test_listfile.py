@@ -1,0 +1,52 @@
+"""`readers.listfile`: list files, label remapping, errors naming the file and line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.errors import ConfigError
+from readers import ListDataset
+from tests.readers.test_base import _image
+from tests.readers.test_folder import _save
+
+
+def test_list_dataset_paths_and_label_remap(tmp_path: Path) -> None:
+    _save(tmp_path / "imgs" / "a.png", _image(1))
+    _save(tmp_path / "imgs" / "with space.png", _image(2))
+    _save(tmp_path / "elsewhere" / "c.png", _image(3))
+    absolute = (tmp_path / "elsewhere" / "c.png").resolve()
+    lst = tmp_path / "train.lst"
+    lst.write_text(f"# comment\nimgs/a.png 10\n\nimgs/with space.png\t3\n{absolute} 10\n")
+    ds = ListDataset(lst, 16)
+    assert ds.keys == ["imgs/a.png", "imgs/with space.png", str(absolute)]
+    assert ds.labels.tolist() == [1, 0, 1]
+    assert ds.num_classes == 2
+    assert ds.load(1).shape == (16, 16, 3)
+    assert ds.describe()["format"] == "list"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("a.png 0\nb.png 1\nlonely\n", r"line 3"),
+        ("a.png 0\nb.png one\n", r"line 2: label 'one' is not an integer"),
+        ("a.png 0\na.png 1\n", r"line 2: 'a.png' already listed on line 1"),
+    ],
+)
+def test_list_dataset_bad_line_names_file_and_line(tmp_path: Path, body: str, message: str) -> None:
+    _save(tmp_path / "a.png", _image(1))
+    lst = tmp_path / "bad.lst"
+    lst.write_text(body)
+    with pytest.raises(ConfigError, match=message) as info:
+        ListDataset(lst, 16)
+    assert str(lst) in str(info.value)
+
+
+def test_list_dataset_wrong_base_folder_and_missing_file(tmp_path: Path) -> None:
+    lst = tmp_path / "x.lst"
+    lst.write_text("missing/a.png 0\n")
+    with pytest.raises(ConfigError, match="line 1: image .* not found"):
+        ListDataset(lst, 16)
+    with pytest.raises(ConfigError, match="not found"):
+        ListDataset(tmp_path / "none.lst", 16)
