@@ -16,14 +16,14 @@ from typing import Any
 
 import click
 
+from common.atomic import atomic_write_text
 from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, load_config
-from common.atomic import atomic_write_text
 
 log = logging.getLogger("icdface")
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is at each record (so it follows click's test runner)."""
 
     def emit(self, record: logging.LogRecord) -> None:

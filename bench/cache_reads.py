@@ -182,7 +182,8 @@ def main() -> None:
                 ["variant", "embeddings/s", "vs warm file", "batches/round"], table)
     verdict = "meets" if ram_rate >= 1e6 else "misses"
     print(f"RAM: {ram_rate / 1e6:.2f}M embeddings/s ({verdict} the >= 1M/s target); loading "
-          f"{nbytes / 2**30:.2f} GiB into RAM took {load_s:.1f}s; cache {'reused' if reused else f'built in {build_s:.1f}s'}")
+          f"{nbytes / 2**30:.2f} GiB into RAM took {load_s:.1f}s; "
+          f"cache {'reused' if reused else f'built in {build_s:.1f}s'}")
     emit_json({
         "benchmark": "cache_reads",
         "path": str(path), "rows": args.rows, "dim": args.dim, "dtype": "float16", "batch": args.batch,

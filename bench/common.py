@@ -121,10 +121,10 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
     cells = [[_fmt(v) for v in row] for row in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h)) for i, h in enumerate(headers)]
     print(title)
-    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)))
     print()
 
 

@@ -350,7 +350,7 @@ def report(args: argparse.Namespace, device: torch.device, variants: list[str],
     def per_repeat_ratio(a: str, b: str) -> float | None:
         if a not in s or b not in s:
             return None
-        return median([x / y for x, y in zip(s[a]["per_repeat_step_s"], s[b]["per_repeat_step_s"])])
+        return median([x / y for x, y in zip(s[a]["per_repeat_step_s"], s[b]["per_repeat_step_s"], strict=False)])
 
     cache_vs_plain = per_repeat_ratio("cache", "plain")
     online_vs_cache = per_repeat_ratio("online", "cache")

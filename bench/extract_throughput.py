@@ -15,9 +15,10 @@
 
 The teacher is a random-weight backbone with BatchNorm statistics calibrated on a few synthetic faces
 (`bench.common.save_random_backbone`; raw initial weights overflow or underflow, which distorts CPU
-timings), saved to a temporary `backbone.pth`. One untimed warm-up batch (full and last-batch shapes) runs first, so neither
-variant pays one-off kernel set-up. The variants alternate (bare, extract, then extract, bare, ...)
-and the reported figures are medians over repeats; the ratio is the median of per-repeat ratios.
+timings), saved to a temporary `backbone.pth`. One untimed warm-up batch (full and last-batch shapes)
+runs first, so neither variant pays one-off kernel set-up. The variants alternate (bare, extract, then
+extract, bare, ...) and the reported figures are medians over repeats; the ratio is the median of
+per-repeat ratios.
 On CUDA the peak allocated memory is reported per variant (the extract figure includes the bare
 variant's teacher weights, which stay allocated).
 
@@ -169,7 +170,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     ratio = median(ratios)
-    total_ratio = median([t / b for t, b in zip(total_ips, bare_ips)])
+    total_ratio = median([t / b for t, b in zip(total_ips, bare_ips, strict=True)])
     rows = [
         ["bare teacher.embed x2 (decoded in RAM)", median(bare_ips), 1.0, max(peaks["bare"], default=None)],
         ["extract loop (decode + teacher + HDF5)", median(loop_ips), ratio, max(peaks["extract"], default=None)],

@@ -2,10 +2,10 @@
 from cache.identity import identity_csr
 from cache.index import build_index, default_nlist, load_index, save_index
 from cache.layout import FORMAT_VERSION
+from cache.paths import cache_file, config_path, index_path, partial_path, quality_path
 from cache.positives import build_positives
 from cache.quality import quality_report
 from cache.reader import TeacherCache
-from cache.paths import cache_file, config_path, index_path, partial_path, quality_path
 from cache.writer import CacheWriter
 
 __all__ = [

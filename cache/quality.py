@@ -119,7 +119,7 @@ def quality_report(emb: np.ndarray, labels: np.ndarray, keys: Sequence[str], ind
     report["mean_compactness"] = round(float(compactness.mean()), DIGITS)
     report["identity_compactness"] = [
         {"label": int(c), "count": int(counts[c]), "compactness": round(float(v), DIGITS)}
-        for c, v in zip(present.tolist(), compactness.tolist())
+        for c, v in zip(present.tolist(), compactness.tolist(), strict=True)
     ]
     if len(present) < 2:
         return report

@@ -52,7 +52,7 @@ def row_blocks(rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, int, in
     cut = (np.diff(rows) != 1) | (rows[1:] // chunk_rows != rows[:-1] // chunk_rows)
     starts = np.concatenate([[0], np.flatnonzero(cut) + 1])
     ends = np.concatenate([starts[1:], [len(rows)]])
-    for s, e in zip(starts.tolist(), ends.tolist()):
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
         yield int(rows[s]), int(rows[e - 1]) + 1, s
 
 
@@ -216,7 +216,7 @@ class CacheWriter:
             row = int(np.argmax(stored_labels != labels))
             return [f"labels: row {row} is {int(stored_labels[row])} in the partial file, {int(labels[row])} now"]
         stored_keys = file[layout.KEYS].asstr()[()]
-        for row, (a, b) in enumerate(zip(stored_keys.tolist(), keys)):
+        for row, (a, b) in enumerate(zip(stored_keys.tolist(), keys, strict=False)):
             if a != b:
                 return [f"keys: row {row} is {a!r} in the partial file, {b!r} now"]
         return []
@@ -347,14 +347,14 @@ class CacheWriter:
         from `identity_csr` (computed from labels over done rows when not given). Rows never written
         (skipped images) keep done = False and zero embeddings.
         """
-        self._require_open()
+        file = self._require_open()
         positives = np.asarray(positives)
         sims = np.asarray(positive_sims, dtype=np.float32)
         if positives.ndim != 2 or positives.shape[0] != self.n_rows or sims.shape != positives.shape:
             raise ValueError(f"positives {positives.shape} and positive_sims {sims.shape} must both be "
                              f"[{self.n_rows}, K]")
         if identity_rows is None or identity_offsets is None:
-            labels = np.where(self._done, self._file[layout.LABELS][()], -1)
+            labels = np.where(self._done, file[layout.LABELS][()], -1)
             classes = self._attrs[layout.ATTR_DATASET].get("classes")
             num_classes = int(classes) if isinstance(classes, int) else int(labels.max()) + 1
             identity_rows, identity_offsets = identity_csr(labels, num_classes)

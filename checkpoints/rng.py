@@ -3,7 +3,7 @@ draws what the uninterrupted one would."""
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -21,7 +21,9 @@ def capture_rng() -> dict[str, Any]:
 
     Stored as tensors, numbers and tuples only, so `load_checkpoint(weights_only=True)` accepts them.
     """
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    # The global generator is MT19937, whose legacy state is always this tuple, never the dict form.
+    kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float],
+                                              np.random.get_state(legacy=True))
     return {
         "python": random.getstate(),
         "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

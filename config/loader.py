@@ -14,6 +14,7 @@ from common.errors import ConfigError
 from config.choices import CHOICES, check_choice, check_image_side
 from config.schema import PipelineConfig
 
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -54,7 +55,8 @@ def _fill(obj: Any, table: dict[str, Any], prefix: str) -> None:
         key = f"{prefix}{name}"
         if name not in fields:
             valid = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown config key '{key}' (valid keys in [{prefix.rstrip('.') or 'top level'}]: {valid})")
+            section = prefix.rstrip(".") or "top level"
+            raise ConfigError(f"unknown config key '{key}' (valid keys in [{section}]: {valid})")
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
@@ -109,7 +111,8 @@ def validate(cfg: PipelineConfig) -> None:
         raise ConfigError("config keys 'icd.sigma' and 'icd.grid_step' must be positive")
 
 
-def load_config(path: str | os.PathLike[str] | None = "pipeline.toml", overrides: typing.Sequence[str] = ()) -> PipelineConfig:
+def load_config(path: str | os.PathLike[str] | None = "pipeline.toml",
+                overrides: typing.Sequence[str] = ()) -> PipelineConfig:
     """Build the config from defaults, then the TOML file (if any), then `--set` overrides."""
     cfg = PipelineConfig()
     if path is not None:

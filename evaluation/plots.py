@@ -63,9 +63,9 @@ def plot_similarity_histograms(
     high = max((float(v.max()) for v in values), default=1.0)
     if high <= low:
         low, high = low - 0.5, high + 0.5
-    bins = np.linspace(low, high, 81)
+    bins = np.linspace(low, high, 81).tolist()  # a list: matplotlib's stubs type `bins` as Sequence[float]
     colours = [f"C{k % 10}" for k in range(len(dists))]
-    for colour, (label, (intra, inter)) in zip(colours, dists.items()):
+    for colour, (label, (intra, inter)) in zip(colours, dists.items(), strict=True):
         for sample, style, kind in ((intra, "solid", "intra"), (inter, "dashed", "inter")):
             sample = np.asarray(sample, dtype=np.float64).ravel()
             if sample.size:

@@ -37,7 +37,7 @@ def kfold_splits(n: int, nfolds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     sizes[: n % nfolds] += 1
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     splits = []
-    for start, stop in zip(bounds[:-1], bounds[1:]):
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
         test = indices[start:stop]
         train = np.concatenate([indices[:start], indices[stop:]])
         splits.append((train, test))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,8 @@ def set_name(pair_set: PairSet, taken: Sequence[str]) -> str:
     for name in (pair_set.name, pair_set.source.name):
         if name not in taken:
             return name
-    raise ConfigError(f"config key 'eval.pairs': '{pair_set.source}' is listed twice")
+    raise ConfigError(f"config key 'eval.pairs': two sets are named '{pair_set.name}' and "
+                      f"'{pair_set.source.name}'; rename '{pair_set.source}'")
 
 
 def evaluate_set(pair_set: PairSet, emb: np.ndarray, name: str, nfolds: int = 10,
@@ -66,7 +68,11 @@ def evaluate_sets(pair_sets: Sequence[PairSet], embed: Callable[[PairSet], np.nd
                   fars: Sequence[float] = DEFAULT_FARS, distributions: bool = True) -> dict[str, SetResult]:
     """Every set through `evaluate_set`, with `embed(pair_set)` giving its embeddings; keyed by unique name."""
     results: dict[str, SetResult] = {}
+    sources: set[Path] = set()
     for pair_set in pair_sets:
+        if pair_set.source in sources:
+            raise ConfigError(f"config key 'eval.pairs': '{pair_set.source}' is listed twice")
+        sources.add(pair_set.source)
         name = set_name(pair_set, list(results))
         results[name] = evaluate_set(pair_set, embed(pair_set), name, nfolds, fars, distributions)
     return results

@@ -60,6 +60,12 @@ class IResNet(nn.Module):
     As in insightface, the final BatchNorm1d's scale is fixed to 1 and not trained.
     """
 
+    # Set with setattr in __init__ so the state_dict keys stay insightface's `layer1..layer4`.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, depths: tuple[int, int, int, int], embedding_size: int = 512, image_size: int = 112,
                  dropout: float = 0.0) -> None:
         super().__init__()
@@ -69,7 +75,7 @@ class IResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=BN_EPS)
         self.prelu = nn.PReLU(STAGE_WIDTHS[0])
         in_channels = STAGE_WIDTHS[0]
-        for index, (channels, blocks) in enumerate(zip(STAGE_WIDTHS, depths), start=1):
+        for index, (channels, blocks) in enumerate(zip(STAGE_WIDTHS, depths, strict=False), start=1):
             setattr(self, f"layer{index}", _make_stage(in_channels, channels, blocks))
             in_channels = channels
         self.bn2 = nn.BatchNorm2d(in_channels, eps=BN_EPS)

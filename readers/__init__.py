@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ def build_dataset(data_cfg: DataConfig) -> FaceDataset:
         s = data_cfg.synthetic
         return SyntheticDataset(s.identities, s.images_per_identity, data_cfg.image_size, s.seed, s.difficulty)
     check_choice(fmt, DATA_FORMATS, "data.format")
-    readers = {"folder": FolderDataset, "rec": RecordIODataset, "list": ListDataset}
+    readers: dict[str, Callable[[Path, int], FaceDataset]] = {
+        "folder": FolderDataset, "rec": RecordIODataset, "list": ListDataset}
     if not data_cfg.root:
         raise ConfigError(f"config key 'data.root' must be set for data.format = {fmt!r}")
     root = Path(data_cfg.root)

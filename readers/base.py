@@ -79,7 +79,7 @@ class FaceDataset(abc.ABC):
         """sha256 over "key\\tlabel\\n" for every row in order (computed once)."""
         if self._listing_sha256 is None:
             h = hashlib.sha256()
-            for key, label in zip(self.keys, self.labels.tolist()):
+            for key, label in zip(self.keys, self.labels.tolist(), strict=True):
                 h.update(f"{key}\t{label}\n".encode("utf-8"))
             self._listing_sha256 = h.hexdigest()
         return self._listing_sha256

@@ -19,7 +19,8 @@ import struct
 from collections.abc import Iterable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import NamedTuple
+from types import TracebackType
+from typing import NamedTuple, cast
 
 import numpy as np
 from PIL import Image
@@ -84,7 +85,7 @@ def unpack(payload: bytes) -> tuple[IRHeader, bytes]:
 
 def scalar_label(header: IRHeader) -> float:
     """The identity label of an image record: the scalar, or the first value of a vector label."""
-    return float(header.label) if header.flag == 0 else float(header.label[0])
+    return float(header.label) if header.flag == 0 else float(cast(np.ndarray, header.label)[0])
 
 
 class RecordIOWriter:
@@ -135,7 +136,8 @@ class RecordIOWriter:
     def __enter__(self) -> RecordIOWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self._rec.close()
         self._idx.close()
         self._stack.__exit__(exc_type, exc, tb)
@@ -162,7 +164,8 @@ class RecordIOReader:
                         raise ValueError
                 except (ValueError, IndexError):
                     raise ConfigError(
-                        f"RecordIO index '{self.idx_path}', line {lineno}: expected 'key<TAB>offset', got {line.strip()!r}"
+                        f"RecordIO index '{self.idx_path}', line {lineno}: expected 'key<TAB>offset', "
+                        f"got {line.strip()!r}"
                     ) from None
                 self.offsets[key] = offset
         self.keys = list(self.offsets)
@@ -220,7 +223,8 @@ class RecordIOReader:
                 raise ConfigError(f"RecordIO file '{self.rec_path}': bad magic 0x{magic:08x} at byte offset {pos}")
             cflag, length = lrec >> 29, lrec & LENGTH_MASK
             if cflag > 3 or (cflag in (0, 1)) != first:
-                raise ConfigError(f"RecordIO file '{self.rec_path}': unexpected chunk flag {cflag} at byte offset {pos}")
+                raise ConfigError(f"RecordIO file '{self.rec_path}': unexpected chunk flag {cflag} "
+                                  f"at byte offset {pos}")
             if pos + 8 + length > self.size:
                 raise self._truncated(pos)
             need = length if prefix is None else min(length, max(prefix - have, 0))
@@ -297,7 +301,7 @@ class RecordIODataset(FaceDataset):
         except ValueError as e:
             raise ConfigError(f"RecordIO file '{self.reader.rec_path}', record 0: {e}") from None
         if header.flag > 0:
-            end = int(header.label[0])
+            end = int(cast(np.ndarray, header.label)[0])
             missing = [k for k in range(1, end) if k not in self.reader.offsets]
             if missing:
                 raise ConfigError(
@@ -315,7 +319,8 @@ class RecordIODataset(FaceDataset):
         try:
             return scalar_label(unpack(payload)[0])
         except ValueError as e:
-            raise ConfigError(f"RecordIO file '{self.reader.rec_path}', record {key} at byte offset {offset}: {e}") from None
+            raise ConfigError(f"RecordIO file '{self.reader.rec_path}', record {key} "
+                              f"at byte offset {offset}: {e}") from None
 
     def load(self, index: int) -> np.ndarray:
         key = self.keys[index]

@@ -16,7 +16,8 @@ class ImageRows(Dataset):
 
     def __init__(self, dataset: FaceDataset, rows: np.ndarray | None = None) -> None:
         self.dataset = dataset
-        self.rows = np.arange(len(dataset), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        self.rows = (np.arange(len(dataset), dtype=np.int64) if rows is None
+                     else np.asarray(rows, dtype=np.int64).reshape(-1))
 
     def __len__(self) -> int:
         return len(self.rows)

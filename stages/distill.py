@@ -53,7 +53,8 @@ def check_cache(cache: TeacherCache, cfg: PipelineConfig, dataset_info: dict[str
         if have.get(key) != value:
             problems.append(f"teacher preprocessing {key}: cache {have.get(key)!r} != config {value!r}")
     if cache.embedding_dim != cfg.teacher.embedding_size:
-        problems.append(f"embedding_dim: cache {cache.embedding_dim} != teacher.embedding_size {cfg.teacher.embedding_size}")
+        problems.append(f"embedding_dim: cache {cache.embedding_dim} "
+                        f"!= teacher.embedding_size {cfg.teacher.embedding_size}")
     if problems:
         raise ConfigError(f"cache '{cache.path}' does not match this run: " + "; ".join(problems))
 

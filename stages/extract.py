@@ -30,9 +30,9 @@ from cache import (
     save_index,
 )
 from checkpoints import seed_everything
+from common.atomic import atomic_write_text
 from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, config_hash, save_resolved
-from common.atomic import atomic_write_text
 from models import Embedder, build_teacher
 from models.device import resolve_device
 from readers import build_dataset
@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 TOOL_VERSION = "0.1.0"
 
 
-def cache_fingerprint(cfg: PipelineConfig, dataset_info: dict[str, Any], teacher_info: dict[str, Any]) -> dict[str, Any]:
+def cache_fingerprint(cfg: PipelineConfig, dataset_info: dict[str, Any],
+                      teacher_info: dict[str, Any]) -> dict[str, Any]:
     """The attributes a cache must share with a later run: teacher, data listing, dimension, dtype."""
     return {
         "teacher": teacher_info,
@@ -94,28 +95,9 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
     log.info("extract: %d rows, %d pending, teacher %s on %s", n, len(pending), cfg.teacher.arch, device)
     start = time.perf_counter()
     try:
-        if len(pending):
-            loader = DataLoader(ImageRows(dataset, pending), batch_size=cfg.teacher.batch_size, shuffle=False,
-                                num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
-            bar = tqdm(total=len(pending), unit="img", desc="extract", dynamic_ncols=True)
-            for images, _labels, rows, ok in loader:
-                ok = ok.bool()
-                for r in rows[~ok].tolist():
-                    if strict:
-                        raise PipelineError(f"unreadable image at row {r} (key {dataset.keys[r]!r}); --strict is set")
-                    log.warning("skipping unreadable image: row %d, key %s", r, dataset.keys[r])
-                if ok.any():
-                    writer.write(rows[ok].numpy(), *_embed_views(teacher, images[ok]))
-                bar.update(len(rows))
-            bar.close()
+        embed_rows(writer, dataset, pending, teacher, cfg, device, strict)
         elapsed = time.perf_counter() - start
-        done = writer.done_mask()
-        if not done.any():
-            raise PipelineError(f"no image of '{cfg.data.root or cfg.data.format}' could be read")
-        masked_labels = np.where(done, dataset.labels, -1)
-        positives, sims = build_positives(writer.read_view(0), masked_labels, cfg.cache.positives_k)
-        rows_csr, offsets = identity_csr(masked_labels, dataset.num_classes)
-        writer.finalize(positives=positives, positive_sims=sims, identity_rows=rows_csr, identity_offsets=offsets)
+        done = finalize(writer, dataset, cfg)
     except BaseException:
         writer.close()
         raise
@@ -124,6 +106,38 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
     log.info("wrote %s (%d rows, %d skipped) in %.1fs", out, rows_done, n - rows_done, elapsed)
     return _summary(out, idx_file, report_file, rows_done, n - rows_done, elapsed,
                     reused=False, images_per_s=len(pending) / max(elapsed, 1e-9))
+
+
+def embed_rows(writer: CacheWriter, dataset: Any, pending: np.ndarray, teacher: Embedder, cfg: PipelineConfig,
+               device: torch.device, strict: bool) -> None:
+    """Run the teacher over the `pending` rows (decoded in `data.workers` workers) and write both views."""
+    if not len(pending):
+        return
+    loader = DataLoader(ImageRows(dataset, pending), batch_size=cfg.teacher.batch_size, shuffle=False,
+                        num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
+    bar = tqdm(total=len(pending), unit="img", desc="extract", dynamic_ncols=True)
+    for images, _labels, rows, ok in loader:
+        ok = ok.bool()
+        for r in rows[~ok].tolist():
+            if strict:
+                raise PipelineError(f"unreadable image at row {r} (key {dataset.keys[r]!r}); --strict is set")
+            log.warning("skipping unreadable image: row %d, key %s", r, dataset.keys[r])
+        if ok.any():
+            writer.write(rows[ok].numpy(), *_embed_views(teacher, images[ok]))
+        bar.update(len(rows))
+    bar.close()
+
+
+def finalize(writer: CacheWriter, dataset: Any, cfg: PipelineConfig) -> np.ndarray:
+    """Positives and identity table over the rows written, then publish the cache; returns the done mask."""
+    done = writer.done_mask()
+    if not done.any():
+        raise PipelineError(f"no image of '{cfg.data.root or cfg.data.format}' could be read")
+    masked_labels = np.where(done, dataset.labels, -1)
+    positives, sims = build_positives(writer.read_view(0), masked_labels, cfg.cache.positives_k)
+    rows_csr, offsets = identity_csr(masked_labels, dataset.num_classes)
+    writer.finalize(positives=positives, positive_sims=sims, identity_rows=rows_csr, identity_offsets=offsets)
+    return done
 
 
 def _index_and_report(cfg: PipelineConfig, cache_file: Path, idx_file: Path, report_file: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,9 @@ def pair_name(identity: int) -> str:
 def _sample_pairs(dataset: SyntheticDataset, per_fold: int, rng: np.random.Generator) -> list[str]:
     """LFW pairs.txt lines: 10 folds, each `per_fold` same-identity then `per_fold` different pairs."""
     n_id, n_img = dataset.identities, dataset.images_per_identity
-    seen: set[tuple] = set()
+    seen: set[tuple[int, ...]] = set()
 
-    def fresh(make) -> tuple:
+    def fresh(make: Callable[[], tuple[int, ...]]) -> tuple[int, ...]:
         pair = make()
         for _ in range(50):
             if pair not in seen:
@@ -36,12 +37,12 @@ def _sample_pairs(dataset: SyntheticDataset, per_fold: int, rng: np.random.Gener
         seen.add(pair)
         return pair
 
-    def same() -> tuple:
+    def same() -> tuple[int, ...]:
         c = int(rng.integers(n_id))
         i, j = sorted(int(v) for v in rng.choice(n_img, 2, replace=False))
         return (c, i, j)
 
-    def different() -> tuple:
+    def different() -> tuple[int, ...]:
         a, b = sorted(int(v) for v in rng.choice(n_id, 2, replace=False))
         return (a, int(rng.integers(n_img)), b, int(rng.integers(n_img)))
 

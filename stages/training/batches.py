@@ -55,7 +55,7 @@ class TrainBatches(Dataset[dict[str, torch.Tensor]]):
     def __getitem__(self, item: tuple[np.ndarray, np.ndarray]) -> dict[str, torch.Tensor]:
         rows, flips = item
         images = []
-        for r, f in zip(rows.tolist(), flips.tolist()):
+        for r, f in zip(rows.tolist(), flips.tolist(), strict=False):
             try:
                 img = self.dataset.load(r)
             except CorruptImageError as e:

@@ -113,7 +113,8 @@ class MetricsLogger(Hook):
         assert self.csv is not None
         names = ["loss", *out.terms, *out.stats]
         values = torch.stack([out.loss, *out.terms.values(), *out.stats.values()]).float().tolist()
-        row: dict[str, float] = {"step": run.step, **dict(zip(names, values)), "lr": run.scheduler.get_last_lr()[0]}
+        row: dict[str, float] = {"step": run.step, **dict(zip(names, values, strict=True)),
+                                 "lr": float(run.scheduler.get_last_lr()[0])}
         self.window_n += out.images
         if run.step % run.cfg.train.log_every == 0 or run.step == run.total:
             self._log(run, row, list(out.terms))

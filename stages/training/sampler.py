@@ -21,13 +21,12 @@ Epoch plan (built up front, deterministic from (seed, epoch)):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
+from cache.identity import identity_csr
 from common.errors import ConfigError
 
 
@@ -37,12 +36,11 @@ def _as_numpy(values: Any, dtype: type) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
-class IdentityBatchSampler(Sampler[list[int]]):
-    """Batch sampler yielding lists of row indices; pass it as a DataLoader `batch_sampler`.
+class IdentityBatchSampler:
+    """Plans the batches of an epoch as lists of row indices (`epoch_plan`), a pure function of (seed, epoch).
 
-    `state_dict()` is {"epoch", "position"}: position counts batches handed out by the iterator in
-    that epoch. A DataLoader prefetches batches, so a training loop should save `state_at(steps
-    consumed)` rather than `state_dict()` when workers run ahead of it.
+    The training loop resumes by asking for the plan of the checkpoint's epoch and skipping the
+    batches already done, so the sampler itself holds no position.
     """
 
     def __init__(
@@ -56,7 +54,6 @@ class IdentityBatchSampler(Sampler[list[int]]):
         drop_last: bool = True,
         num_classes: int | None = None,
     ) -> None:
-        super().__init__()
         self.labels = _as_numpy(labels, np.int64).reshape(-1)
         self.batch_size = int(batch_size)
         self.m = int(images_per_identity)
@@ -73,13 +70,9 @@ class IdentityBatchSampler(Sampler[list[int]]):
                 f"train.random_share = {self.random_share} leaves room for {self.p} identity group(s) of "
                 f"train.images_per_identity = {self.m} in train.batch_size = {self.batch_size}; need 2")
         self.n_random = self.batch_size - self.p * self.m
-        order = np.argsort(self.labels, kind="stable")
-        counts = np.bincount(self.labels, minlength=self.num_classes)
-        self._offsets = np.concatenate([[0], np.cumsum(counts)])
-        self._identity_rows = order
+        self._identity_rows, self._offsets = identity_csr(self.labels, self.num_classes)
+        counts = np.diff(self._offsets)
         self.num_groups = int(np.sum((counts + self.m - 1) // self.m))
-        self.epoch = 0
-        self.position = 0
         self._plan_epoch: int | None = None
         self._plan: list[list[int]] = []
 
@@ -137,36 +130,6 @@ class IdentityBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         """Batches per epoch (the same for every epoch)."""
         return math.ceil(self.num_groups / self.p)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Start `epoch` from its first batch."""
-        self.epoch = int(epoch)
-        self.position = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def state_at(self, batches: int) -> dict[str, int]:
-        """The state after `batches` batches counted from the start of epoch 0."""
-        per_epoch = len(self)
-        return {"epoch": batches // per_epoch, "position": batches % per_epoch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        epoch, position = int(state["epoch"]), int(state["position"])
-        if epoch < 0 or not 0 <= position <= len(self):
-            raise ConfigError(
-                f"identity sampler state: epoch {epoch}, position {position} is outside an epoch of "
-                f"{len(self)} batches")
-        self.epoch, self.position = epoch, position
-
-    def __iter__(self) -> Iterator[list[int]]:
-        plan = self.epoch_plan(self.epoch)
-        while self.position < len(plan):
-            batch = plan[self.position]
-            self.position += 1
-            yield list(batch)
-        self.epoch += 1
-        self.position = 0
 
     def epoch_plan(self, epoch: int) -> list[list[int]]:
         """All batches of `epoch` (cached for the last epoch asked)."""
@@ -292,14 +255,12 @@ class IdentityBatchSampler(Sampler[list[int]]):
             return []
         n = self.labels.size
         taken = set(rows)
+        if n - len(taken) < need:
+            return rng.integers(0, n, need).tolist()
         picked: list[int] = []
-        if n - len(taken) >= need:
-            while len(picked) < need:
-                for row in rng.integers(0, n, 2 * need).tolist():
-                    if row not in taken:
-                        picked.append(row)
-                        taken.add(row)
-                        if len(picked) == need:
-                            break
-            return picked
-        return rng.integers(0, n, need).tolist()
+        while len(picked) < need:
+            for row in rng.integers(0, n, 2 * need).tolist():
+                if len(picked) < need and row not in taken:
+                    picked.append(row)
+                    taken.add(row)
+        return picked

@@ -8,7 +8,6 @@ from common.errors import ConfigError
 from config.choices import SCHEDULES, check_choice
 
 
-
 def lr_lambda(
     step: int,
     total_steps: int,

@@ -9,13 +9,13 @@ import pytest
 
 from cache import TeacherCache
 from config import load_config
-from tests.conftest import tiny_settings
 from models import build_teacher
 from readers import build_dataset
 from stages.extract import run_extract
 from stages.training.loop import run_loop
 from stages.training.run import TrainInputs
 from stages.training.targets import CacheTargets
+from tests.conftest import tiny_settings
 from tests.helpers.online_targets import OnlineTargets
 
 
@@ -44,6 +44,6 @@ def test_cached_targets_equal_online_teacher(tmp_path: Path, teacher_weights: Pa
     a, b = _losses(tmp_path / "cached" / "metrics.csv"), _losses(tmp_path / "online" / "metrics.csv")
     assert len(a) == len(b) == 4
     assert any(r["sdc"] > 0 for r in a)
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=True):
         for key in ra:
             assert ra[key] == pytest.approx(rb[key], abs=1e-5), key

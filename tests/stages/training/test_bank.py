@@ -19,7 +19,7 @@ def _write(bank: FeatureBank, labels: list[int], rows: list[int], step: int, fli
 
 def _reference_update(bank: dict, labels, rows, flips, emb, step: int, slots: int) -> None:
     """Sequential one-image-at-a-time ring buffer, the behaviour the vectorised update must match."""
-    for c, r, f, e in zip(labels.tolist(), rows.tolist(), flips.tolist(), emb):
+    for c, r, f, e in zip(labels.tolist(), rows.tolist(), flips.tolist(), emb, strict=True):
         s = bank["pointer"][c]
         bank["rows"][c, s] = r
         bank["flips"][c, s] = f
@@ -114,7 +114,7 @@ def test_state_round_trip_and_shape_mismatch() -> None:
     other = FeatureBank(num_classes=4, slots=3, dim=5, max_age=50)
     other.load_state_dict(state)
     query = (torch.tensor([0, 1, 3, 2]), torch.tensor([9, 2, 9, 9]))
-    for a, b in zip(bank.gather(*query, step=8), other.gather(*query, step=8)):
+    for a, b in zip(bank.gather(*query, step=8), other.gather(*query, step=8), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(other.pointer, bank.pointer)
     _write(other, [1], [6], step=9)

@@ -1,41 +1,13 @@
-"""`evaluate` through CliRunner: every kind of model, LFW-style and `.bin` sets; and `demo --quick`."""
+"""`evaluate` through CliRunner: every kind of model, LFW-style and `.bin` sets."""
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke, tiny_settings
 from readers.folder import FolderDataset
 from readers.synthetic import SyntheticDataset, write_pair_set
-
-
-@pytest.fixture(scope="module")
-def pair_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A synthetic LFW-style pair set (8 identities x 4 images, 40 pairs) and the same pairs as a `.bin`."""
-    root = tmp_path_factory.mktemp("pairs")
-    held = SyntheticDataset(8, 4, 16, seed=4242, difficulty=1.0)
-    pairs_txt = Path(write_pair_set(held, root / "heldout", 40, seed=0))
-    from evaluation.pairs import load_pair_set
-
-    ps = load_pair_set(pairs_txt)
-    bins = []
-    for a, b in zip(ps.idx1, ps.idx2):
-        bins += [ps.image_bytes(int(a)), ps.image_bytes(int(b))]
-    bin_path = root / "heldout.bin"
-    bin_path.write_bytes(pickle.dumps((bins, [bool(x) for x in ps.issame]), protocol=4))
-    return pairs_txt, bin_path
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, teacher_weights: Path) -> list[str]:
-    run = tmp_path_factory.mktemp("evalrun")
-    settings = tiny_settings(run, teacher_weights)
-    assert invoke("extract", settings)[0] == 0
-    code, out, _ = invoke("distill", settings + ["train.steps=3"])
-    assert code == 0, out
-    return settings
+from tests.conftest import invoke, tiny_settings
 
 
 def _check_set(record: dict) -> None:
@@ -83,10 +55,10 @@ def test_evaluate_checkpoint_path_backbone_and_cache(trained: list[str], pair_se
 
 
 def test_evaluate_cache_model_matches_teacher(tmp_path: Path, teacher_weights: Path) -> None:
-    """With the pair images as the training folder, the cached teacher scores like the live teacher.
+    """With the pair images as the training folder, the cached teacher scores as the live teacher does.
 
-    The cache stores unit-norm views, so its flip fusion adds normalised views where insightface adds
-    raw ones: the scores agree closely, not bit for bit.
+    The cache stores each view's norm beside the unit view, so `eval.model=cache` fuses the same raw
+    outputs as insightface's flip test: equal to float32 rounding.
     """
     held = SyntheticDataset(8, 4, 16, seed=777, difficulty=1.0)
     txt = Path(write_pair_set(held, tmp_path / "faces", 40, seed=0))
@@ -99,8 +71,9 @@ def test_evaluate_cache_model_matches_teacher(tmp_path: Path, teacher_weights: P
     code, out, live = invoke("evaluate", settings + ["eval.model=teacher"])
     assert code == 0, out
     a, b = from_cache["sets"]["faces"], live["sets"]["faces"]
-    assert a["accuracy_mean"] == pytest.approx(b["accuracy_mean"])
-    assert a["auc"] == pytest.approx(b["auc"], abs=0.01)
+    for key in ("accuracy_mean", "accuracy_std", "auc"):
+        assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    assert a["similarity"]["intra"]["mean"] == pytest.approx(b["similarity"]["intra"]["mean"], abs=1e-6)
 
 
 def test_evaluate_real_onnx_model(pair_sets: tuple[Path, Path], shared_onnx: Path, tmp_path: Path) -> None:
@@ -126,31 +99,3 @@ def test_evaluate_usage_errors(tmp_path: Path, pair_sets: tuple[Path, Path]) -> 
     evil.write_bytes(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
     code, out, _ = invoke("evaluate", tiny_settings(tmp_path) + [f"eval.pairs=[\"{evil}\"]", "eval.model=teacher"])
     assert code == 2 and not (tmp_path / "pwned").exists()
-
-
-def test_demo_quick_writes_report(tmp_path: Path) -> None:
-    code, out, summary = invoke("demo", [f"run.dir={tmp_path}", "run.device=cpu"], "--quick")
-    assert code == 0, out
-    report = Path(summary["report"])
-    assert report.exists() and (tmp_path / "demo.json").exists()
-    text = report.read_text()
-    for name in ("teacher", "no_kd", "fcd", "fcd_icd"):
-        assert name in text
-    assert (tmp_path / "roc.png").exists() and (tmp_path / "heldout_similarity.png").exists()
-    for name, model in summary["models"].items():
-        ev = model["eval"]
-        assert 0.0 <= ev["accuracy_mean"] <= 1.0, name
-        assert ev["pairs"] == 40
-        assert -1.0 <= ev["intra_mean"] <= 1.0 + 1e-6
-        assert model["images_per_s"] > 0
-
-
-def test_periodic_verification_during_training(pair_sets: tuple[Path, Path], tmp_path: Path,
-                                               teacher_weights: Path) -> None:
-    txt, _ = pair_sets
-    code, out, _ = invoke("train", tiny_settings(tmp_path, teacher_weights)
-                          + [f"eval.pairs=[\"{txt}\"]", "train.eval_every=2", "train.steps=4"])
-    assert code == 0, out
-    lines = (tmp_path / "verification.csv").read_text().splitlines()
-    assert lines[0] == "step,heldout" and [ln.split(",")[0] for ln in lines[1:]] == ["2", "4"]
-    assert all(0.0 <= float(ln.split(",")[1]) <= 1.0 for ln in lines[1:])

@@ -5,8 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
-from torch.utils.data import DataLoader, TensorDataset
 
 from common.errors import ConfigError
 from stages.training.sampler import IdentityBatchSampler
@@ -38,7 +36,7 @@ def test_p_by_m_structure() -> None:
     labels = _labels([5, 7, 4, 9, 6, 8, 3, 10, 5, 6])
     sampler = IdentityBatchSampler(labels, None, batch_size=14, images_per_identity=4, seed=3)
     assert (sampler.p, sampler.n_random) == (3, 2)
-    batches = list(sampler)
+    batches = sampler.epoch_plan(0)
     assert len(batches) == len(sampler) > 0
     for batch in batches:
         assert len(batch) == 14
@@ -54,13 +52,13 @@ def test_teacher_positives_come_first() -> None:
     labels = _labels([8] * 6)
     pos = _cluster_positives(labels, cluster=4)
     sampler = IdentityBatchSampler(labels, pos, batch_size=8, images_per_identity=4, seed=0)
-    for batch in sampler:
+    for batch in sampler.epoch_plan(0):
         for group in _groups(batch, sampler):
             anchor = group[0]
             assert group[1:] == pos[anchor].tolist()
     no_pos = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, seed=0)
     clustered = sum(
-        sorted(g[1:]) == sorted(pos[g[0]].tolist()) for b in no_pos for g in _groups(b, no_pos))
+        sorted(g[1:]) == sorted(pos[g[0]].tolist()) for b in no_pos.epoch_plan(0) for g in _groups(b, no_pos))
     assert clustered < no_pos.num_groups
 
 
@@ -73,17 +71,16 @@ def test_epoch_visits_every_row_and_length() -> None:
     groups = sum(math.ceil(n / 3) for n in sizes)
     assert len(sampler) == math.ceil(groups / 3)
     for epoch in range(3):
-        batches = list(sampler)
+        batches = sampler.epoch_plan(epoch)
         assert len(batches) == len(sampler)
         seen = {r for b in batches for g in _groups(b, sampler) for r in g}
         assert seen == set(range(labels.size)), epoch
-    assert sampler.epoch == 3
 
 
 def test_small_identities_repeat_rows_only_when_needed() -> None:
     labels = _labels([1, 2, 6, 6])
     sampler = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, seed=0)
-    for batch in sampler:
+    for batch in sampler.epoch_plan(0):
         for group in _groups(batch, sampler):
             c = labels[group[0]]
             n_c = int((labels == c).sum())
@@ -94,32 +91,13 @@ def test_determinism_from_seed_and_epoch() -> None:
     labels = _labels([6, 5, 7, 4, 8, 3, 6])
     make = lambda seed: IdentityBatchSampler(labels, None, 8, 2, random_share=0.25, seed=seed)  # noqa: E731
     a, b, c = make(5), make(5), make(6)
-    first_a, first_b, first_c = list(a), list(b), list(c)
+    first_a, first_b, first_c = a.epoch_plan(0), b.epoch_plan(0), c.epoch_plan(0)
     assert first_a == first_b
     assert first_a != first_c
-    second_a = list(a)
+    second_a = a.epoch_plan(1)
     assert second_a != first_a
-    b.set_epoch(1)
-    assert list(b) == second_a
-
-
-def test_exact_mid_epoch_resume() -> None:
-    labels = _labels([6, 5, 7, 4, 8, 3, 6, 9, 2])
-    pos = _cluster_positives(labels, cluster=3)
-    args = (labels, pos, 8, 2, 0.25, 42)
-    whole = IdentityBatchSampler(*args)
-    reference = list(whole) + list(whole)
-    k = len(reference) // 2 - 1
-    first = IdentityBatchSampler(*args)
-    it = iter(first)
-    taken = [next(it) for _ in range(k)]
-    state = first.state_dict()
-    assert state == {"epoch": 0, "position": k}
-    resumed = IdentityBatchSampler(*args)
-    resumed.load_state_dict(state)
-    assert taken + list(resumed) + list(resumed) == reference
-    assert first.state_at(k) == state
-    assert first.state_at(len(first) + 1) == {"epoch": 1, "position": 1}
+    assert b.epoch_plan(1) == second_a
+    assert a.epoch_plan(0) == first_b  # asking again (after another epoch) gives the same plan
 
 
 def test_random_share_rows() -> None:
@@ -127,7 +105,7 @@ def test_random_share_rows() -> None:
     sampler = IdentityBatchSampler(labels, None, batch_size=16, images_per_identity=4, random_share=0.25, seed=1)
     assert (sampler.p, sampler.n_random) == (3, 4)
     extra = []
-    for batch in sampler:
+    for batch in sampler.epoch_plan(0):
         group_rows = batch[:12]
         tail = batch[12:]
         assert len(tail) == 4
@@ -137,7 +115,7 @@ def test_random_share_rows() -> None:
     assert len(set(extra)) > 10
     odd = IdentityBatchSampler(labels, None, batch_size=10, images_per_identity=4, seed=1)
     assert (odd.p, odd.n_random) == (2, 2)
-    assert all(len(b) == 10 for b in odd)
+    assert all(len(b) == 10 for b in odd.epoch_plan(0))
 
 
 def test_drop_last_false_leaves_short_last_batch() -> None:
@@ -145,19 +123,8 @@ def test_drop_last_false_leaves_short_last_batch() -> None:
     padded = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, seed=0)
     short = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, seed=0, drop_last=False)
     assert len(padded) == len(short) == 3
-    assert [len(b) for b in padded] == [8, 8, 8]
-    assert [len(b) for b in short] == [8, 8, 4]
-
-
-def test_works_as_dataloader_batch_sampler() -> None:
-    labels = _labels([4, 4, 4, 4])
-    data = TensorDataset(torch.arange(labels.size), torch.from_numpy(labels))
-    sampler = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=2, seed=0)
-    loader = DataLoader(data, batch_sampler=sampler)
-    batches = [(rows.tolist(), ids.tolist()) for rows, ids in loader]
-    assert len(batches) == len(sampler) == 2
-    assert sorted(r for rows, _ in batches for r in rows) == list(range(16))
-    assert all(ids == labels[rows].tolist() for rows, ids in batches)
+    assert [len(b) for b in padded.epoch_plan(0)] == [8, 8, 8]
+    assert [len(b) for b in short.epoch_plan(0)] == [8, 8, 4]
 
 
 def test_errors_name_the_key_or_identity() -> None:

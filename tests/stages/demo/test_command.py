@@ -1,0 +1,62 @@
+"""`demo --quick` end to end: report, plots, summary, and three distinct student recipes."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from checkpoints import latest_checkpoint, load_checkpoint
+from config import load_config
+from tests.conftest import invoke
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp_path = tmp_path_factory.mktemp("demo")
+    code, out, summary = invoke("demo", [f"run.dir={tmp_path}", "run.device=cpu"], "--quick")
+    assert code == 0, out
+    return tmp_path, summary
+
+
+def test_demo_quick_writes_report(demo_run: tuple[Path, dict]) -> None:
+    tmp_path, summary = demo_run
+    report = Path(summary["report"])
+    assert report.exists() and (tmp_path / "demo.json").exists()
+    text = report.read_text()
+    for name in ("teacher", "no_kd", "fcd", "fcd_icd"):
+        assert name in text
+    assert (tmp_path / "roc.png").exists() and (tmp_path / "heldout_similarity.png").exists()
+    for name, model in summary["models"].items():
+        ev = model["eval"]
+        assert 0.0 <= ev["accuracy_mean"] <= 1.0, name
+        assert ev["pairs"] == 40
+        assert -1.0 <= ev["intra_mean"] <= 1.0 + 1e-6
+        assert model["images_per_s"] > 0
+
+
+def test_demo_students_ran_three_different_recipes(demo_run: tuple[Path, dict]) -> None:
+    """no_kd is `train`; fcd's loss is margin + w_fcd * fcd (SDC weight 0); fcd_icd's adds its SDC term."""
+    tmp_path, summary = demo_run
+    report = Path(summary["report"]).read_text()
+    assert "Demo preset" in report and "`data.image_size = 16`" in report
+    runs = {name: tmp_path / "seed0" / name for name in ("no_kd", "fcd", "fcd_icd")}
+    cfgs = {name: load_config(d / "config.toml") for name, d in runs.items()}
+    commands = {name: load_checkpoint(latest_checkpoint(d / "checkpoints"))["command"] for name, d in runs.items()}
+    assert commands == {"no_kd": "train", "fcd": "distill", "fcd_icd": "distill"}
+    assert cfgs["fcd"].loss.sdc_weight == 0.0 < cfgs["fcd_icd"].loss.sdc_weight
+    metrics = {name: _metrics(d / "metrics.csv") for name, d in runs.items()}
+    assert "fcd" not in metrics["no_kd"][0]
+    w = cfgs["fcd"].loss.fcd_weight
+    for row in metrics["fcd"]:
+        assert float(row["loss"]) == pytest.approx(float(row["margin"]) + w * float(row["fcd"]), rel=1e-5)
+    icd = metrics["fcd_icd"]
+    assert any(float(r["sdc"]) > 0 for r in icd)
+    assert any(float(r["loss"]) != pytest.approx(float(r["margin"]) + w * float(r["fcd"]), rel=1e-5) for r in icd)
+    losses = {name: [r["loss"] for r in m] for name, m in metrics.items()}
+    assert len({tuple(v) for v in losses.values()}) == 3
+
+
+def _metrics(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))

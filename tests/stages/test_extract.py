@@ -1,0 +1,84 @@
+"""`extract` end to end through click's CliRunner on a tiny synthetic set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from tests.conftest import invoke, tiny_settings
+
+
+def test_extract_writes_complete_cache_and_summary(extracted: tuple[Path, list[str], dict]) -> None:
+    run, _settings, summary = extracted
+    assert summary["rows"] == 48 and summary["skipped"] == 0
+    assert Path(summary["index"]).exists() and Path(summary["report"]).exists()
+    assert json.loads((run / "extract.json").read_text()) == summary
+    with h5py.File(summary["cache"], "r") as f:
+        emb = f["embeddings"][...]
+        assert emb.shape == (48, 2, 32)
+        assert np.allclose(np.linalg.norm(emb, axis=-1), 1.0, atol=1e-5)
+        assert f["done"][...].all()
+        assert f["positives"].shape == (48, 3)
+        assert "config_hash" in f.attrs
+
+
+def test_extract_again_reuses_finished_cache(extracted: tuple[Path, list[str], dict]) -> None:
+    _run, settings, first = extracted
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    assert summary["reused"] is True and summary["cache"] == first["cache"]
+
+
+def test_extract_usage_errors_exit_2(tmp_path: Path, teacher_weights: Path) -> None:
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "a", tmp_path / "missing.pth"))
+    assert code == 2 and "teacher.weights" in out
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "b", teacher_weights) + ["teacher.embedding_size=64"])
+    assert code == 2 and "teacher.embedding_size" in out
+    (tmp_path / "empty").mkdir()
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "c", teacher_weights)
+                          + ["data.format=folder", f"data.root={tmp_path / 'empty'}"])
+    assert code == 2 and "empty" in out
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "d", teacher_weights) + ["train.nosuch=1"])
+    assert code == 2 and "train.nosuch" in out
+    assert not list(tmp_path.rglob("teacher.h5"))
+
+
+def test_extract_skips_corrupt_image_unless_strict(tmp_path: Path, teacher_weights: Path) -> None:
+    from readers.synthetic import SyntheticDataset, write_pair_set
+
+    source = SyntheticDataset(6, 4, 16, seed=5, difficulty=1.0)
+    faces = Path(write_pair_set(source, tmp_path / "faces", 20, seed=0)).parent
+    (faces / "pairs.txt").unlink()
+    bad = sorted(faces.glob("*/*.png"))[5]
+    bad.write_bytes(b"not an image")
+    key = bad.relative_to(faces).as_posix()
+    settings = tiny_settings(tmp_path / "run", teacher_weights) + ["data.format=folder", f"data.root={faces}",
+                                                                   "train.batch_size=8"]
+    code, out, _ = invoke("extract", settings + [f"run.dir={tmp_path / 'strict'}",
+                                                 f"cache.path={tmp_path / 'strict' / 't.h5'}"], "--strict")
+    assert code == 1 and key in out
+    assert not (tmp_path / "strict" / "t.h5").exists()
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    assert summary["rows"] == 23 and summary["skipped"] == 1
+    report = json.loads(Path(summary["report"]).read_text())
+    assert key in json.dumps(report["skipped"])
+    with h5py.File(summary["cache"], "r") as f:
+        done = f["done"][...]
+        keys = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][...]]
+    assert not done[keys.index(key)] and done.sum() == 23
+    code, out, summary = invoke("distill", settings + [f"run.dir={tmp_path / 'd'}", "train.steps=2",
+                                                       f"cache.path={tmp_path / 'run' / 'cache' / 'teacher.h5'}"])
+    assert code == 0, out
+
+
+def test_extract_rebuilds_missing_index_without_redoing_the_cache(extracted: tuple[Path, list[str], dict]) -> None:
+    _run, settings, first = extracted
+    before = Path(first["cache"]).stat().st_mtime_ns
+    Path(first["index"]).unlink()
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    assert summary["reused"] is True and Path(summary["index"]).exists()
+    assert Path(first["cache"]).stat().st_mtime_ns == before
