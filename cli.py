@@ -6,9 +6,12 @@ same object is written into the run directory. Exit status 0 on success, 2 for u
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +51,18 @@ def emit_summary(summary: dict[str, Any], run_dir: str | Path, command: str) -> 
     click.echo(text)
 
 
+def os_error_message(e: OSError) -> str:
+    """What failed, on which file, and for a full disk how much space is left there."""
+    where = f" writing '{e.filename}'" if e.filename else ""
+    text = f"{e.strerror or e}{where}"
+    if e.errno == errno.ENOSPC:
+        folder = Path(e.filename).parent if e.filename else Path.cwd()
+        with contextlib.suppress(OSError):
+            text += f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free in '{folder}')"
+        text += "; free space and run the command again (an interrupted extract or a --resume continues)"
+    return text
+
+
 def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
     """Shared options and error handling: ConfigError -> exit 2, PipelineError -> exit 1."""
 
@@ -66,6 +81,9 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
             sys.exit(2)
         except PipelineError as e:
             click.echo(f"failed: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:  # a full disk, a lost mount, permissions: while running, so exit status 1
+            click.echo(f"failed: {os_error_message(e)}", err=True)
             sys.exit(1)
         emit_summary(summary, cfg.run.dir, fn.__name__.removeprefix("cmd_"))
 
@@ -87,24 +105,29 @@ def cmd_extract(cfg: PipelineConfig, strict: bool) -> dict[str, Any]:
     return run_extract(cfg, strict=strict)
 
 
+OVERWRITE_HELP = "Start again in a run.dir that holds checkpoints (they are deleted)."
+
+
 @main.command("train")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in run.dir.")
+@click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
 @_command
-def cmd_train(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
+def cmd_train(cfg: PipelineConfig, resume: bool, overwrite: bool) -> dict[str, Any]:
     """Train the [student] model with the margin loss only (teacher training, no-KD baseline)."""
     from stages.train import run_train
 
-    return run_train(cfg, resume=resume)
+    return run_train(cfg, resume=resume, overwrite=overwrite)
 
 
 @main.command("distill")
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in run.dir.")
+@click.option("--overwrite", is_flag=True, help=OVERWRITE_HELP)
 @_command
-def cmd_distill(cfg: PipelineConfig, resume: bool) -> dict[str, Any]:
+def cmd_distill(cfg: PipelineConfig, resume: bool, overwrite: bool) -> dict[str, Any]:
     """Stage two: train the student with ICD-Face against the cached teacher embeddings."""
     from stages.distill import run_distill
 
-    return run_distill(cfg, resume=resume)
+    return run_distill(cfg, resume=resume, overwrite=overwrite)
 
 
 @main.command("evaluate")

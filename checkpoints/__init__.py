@@ -8,12 +8,13 @@ from checkpoints.format import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    nonfinite_entries,
     prune_checkpoints,
     save_checkpoint,
 )
 from checkpoints.rng import capture_rng, restore_rng, seed_everything
 
 __all__ = [
-    "capture_rng", "checkpoint_path", "latest_checkpoint", "list_checkpoints", "load_checkpoint",
+    "capture_rng", "checkpoint_path", "latest_checkpoint", "list_checkpoints", "load_checkpoint", "nonfinite_entries",
     "prune_checkpoints", "restore_rng", "save_checkpoint", "seed_everything",
 ]

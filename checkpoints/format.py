@@ -29,6 +29,20 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def nonfinite_entries(state: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in a nested dict/list/tuple that hold NaN or inf."""
+    if isinstance(state, torch.Tensor):
+        bad = state.is_floating_point() and not bool(torch.isfinite(state).all())
+        return [prefix or "<tensor>"] if bad else []
+    if isinstance(state, dict):
+        items: list[tuple[str, Any]] = [(str(k), v) for k, v in state.items()]
+    elif isinstance(state, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(state)]
+    else:
+        return []
+    return [name for k, v in items for name in nonfinite_entries(v, f"{prefix}.{k}" if prefix else k)]
+
+
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """torch.save `state` to a temporary file beside `path`, fsync, rename over `path`.
 

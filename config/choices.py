@@ -3,6 +3,7 @@ every building block that takes the value as a plain argument."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from common.errors import ConfigError
@@ -49,3 +50,64 @@ def check_image_side(value: Any, key: str) -> None:
     m = IMAGE_SIDE_MULTIPLE
     if isinstance(value, bool) or not isinstance(value, int) or value < m or value % m:
         raise ConfigError(f"config key '{key}': {value!r} must be a multiple of {m} (>= {m})")
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval of allowed numbers; None is unbounded on that side."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def describe(self) -> str:
+        lo = "" if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        hi = "" if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return " and ".join(s for s in (lo, hi) if s)
+
+
+POSITIVE = Range(0, lo_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+FRACTION = Range(0, 1, hi_open=True)
+
+# config key -> its allowed numbers (checked by `config.loader.validate`; non-finite numbers are
+# refused for every key when the file is read)
+RANGES: dict[str, Range] = {
+    "data.workers": NON_NEGATIVE,
+    "data.synthetic.identities": AT_LEAST_ONE, "data.synthetic.images_per_identity": AT_LEAST_ONE,
+    "data.synthetic.seed": NON_NEGATIVE, "data.synthetic.difficulty": NON_NEGATIVE,
+    "data.synthetic.heldout_identities": Range(2), "data.synthetic.heldout_images_per_identity": Range(2),
+    "data.synthetic.heldout_pairs": AT_LEAST_ONE,
+    "teacher.embedding_size": AT_LEAST_ONE, "teacher.input_size": NON_NEGATIVE, "teacher.batch_size": AT_LEAST_ONE,
+    "student.embedding_size": AT_LEAST_ONE, "student.dropout": FRACTION,
+    "cache.positives_k": AT_LEAST_ONE, "cache.ivf_nlist": NON_NEGATIVE, "cache.ivf_nprobe": AT_LEAST_ONE,
+    "cache.ram_limit_gb": NON_NEGATIVE, "cache.chunk_rows": AT_LEAST_ONE,
+    "loss.scale": POSITIVE, "loss.margin": NON_NEGATIVE, "loss.fcd_weight": NON_NEGATIVE,
+    "loss.sdc_weight": NON_NEGATIVE,
+    "icd.bank_size": AT_LEAST_ONE, "icd.max_age": NON_NEGATIVE, "icd.sigma": POSITIVE,
+    # the similarity grid has 2 / grid_step + 1 nodes: 1e-4 is 20001 of them
+    "icd.grid_step": Range(1e-4, 1.0), "icd.kl_eps": POSITIVE, "icd.warmup_epochs": NON_NEGATIVE,
+    "train.steps": NON_NEGATIVE, "train.epochs": NON_NEGATIVE, "train.batch_size": Range(2),
+    "train.identities_per_batch": NON_NEGATIVE, "train.images_per_identity": Range(2),
+    "train.random_share": Range(0, 1), "train.lr": POSITIVE, "train.momentum": FRACTION,
+    "train.weight_decay": NON_NEGATIVE, "train.warmup_steps": NON_NEGATIVE, "train.gamma": POSITIVE,
+    "train.grad_clip": NON_NEGATIVE, "train.checkpoint_every": AT_LEAST_ONE, "train.log_every": AT_LEAST_ONE,
+    "train.eval_every": NON_NEGATIVE,
+    "eval.batch_size": AT_LEAST_ONE, "eval.nfolds": Range(2),
+    "demo.teacher_embedding_size": AT_LEAST_ONE, "demo.teacher_epochs": POSITIVE, "demo.teacher_lr": POSITIVE,
+    "demo.student_embedding_size": AT_LEAST_ONE, "demo.student_epochs": POSITIVE,
+    "demo.warmup_steps": NON_NEGATIVE, "demo.scale": POSITIVE, "demo.fcd_weight": NON_NEGATIVE,
+}
+
+
+def check_range(value: float, allowed: Range, key: str) -> None:
+    """ConfigError naming `key` unless `value` lies in `allowed`."""
+    if not allowed.contains(value):
+        raise ConfigError(f"config key '{key}': {value!r} must be {allowed.describe()}")

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from cache.identity import identity_csr
+
 QUANTILES = (5, 25, 50, 75, 95)
 DEFAULT_MAX_PAIRS = 1_000_000
 _ROW_BLOCK = 1024
@@ -65,9 +67,9 @@ def _sample_inter(emb: np.ndarray, labels: np.ndarray, max_pairs: int, seed: int
     uniformly among rows of other identities, which makes every ordered inter pair equally likely.
     """
     rng = np.random.default_rng(seed)
-    order = np.argsort(labels, kind="stable")
-    classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    class_of = np.searchsorted(classes, labels)
+    classes, class_of = np.unique(labels, return_inverse=True)
+    order, offsets = identity_csr(class_of, len(classes))
+    starts, counts = offsets[:-1], np.diff(offsets)
     n = labels.shape[0]
     partners = (n - counts[class_of]).astype(np.float64)
     i = rng.choice(n, size=max_pairs, p=partners / partners.sum())

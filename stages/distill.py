@@ -59,7 +59,7 @@ def check_cache(cache: TeacherCache, cfg: PipelineConfig, dataset_info: dict[str
         raise ConfigError(f"cache '{cache.path}' does not match this run: " + "; ".join(problems))
 
 
-def run_distill(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
+def run_distill(cfg: PipelineConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     path = cache_file(cfg.cache.path, cfg.run.dir)
     dataset = build_dataset(cfg.data)
     if len(dataset) == 0:
@@ -74,4 +74,4 @@ def run_distill(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
                          cache=cache, cache_fingerprint={"teacher": cache.teacher_fingerprint,
                                                          "dataset": cache.dataset_fingerprint},
                          teacher_dim=cache.embedding_dim)
-    return run_loop(cfg, inputs, command="distill", resume=resume)
+    return run_loop(cfg, inputs, command="distill", resume=resume, overwrite=overwrite)

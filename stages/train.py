@@ -16,9 +16,9 @@ from stages.training.loop import run_loop
 from stages.training.run import TrainInputs
 
 
-def run_train(cfg: PipelineConfig, resume: bool = False) -> dict[str, Any]:
+def run_train(cfg: PipelineConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     dataset = build_dataset(cfg.data)
     if len(dataset) == 0:
         raise ConfigError(f"data set '{cfg.data.root or cfg.data.format}' (data.root) holds no images")
     inputs = TrainInputs(dataset=dataset, rows=np.arange(len(dataset), dtype=np.int64))
-    return run_loop(cfg, inputs, command="train", resume=resume)
+    return run_loop(cfg, inputs, command="train", resume=resume, overwrite=overwrite)

@@ -117,8 +117,8 @@ def run_demo(cfg: PipelineConfig, quick: bool = False) -> dict[str, Any]:
     start = time.perf_counter()
     root = Path(cfg.run.dir)
     root.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, root)
     cfg = demo_config(cfg, quick)
+    save_resolved(cfg, root)
     device = str(resolve_device(cfg.run.device))
     pair_set, images = heldout_pairs(cfg, root / "heldout")
     timings: dict[str, float] = {}
@@ -126,6 +126,7 @@ def run_demo(cfg: PipelineConfig, quick: bool = False) -> dict[str, Any]:
     teacher_dir = root / "teacher"
     teacher_run = timed(timings, "teacher_train_s", run_train, teacher_config(cfg, teacher_dir, quick))
     base = derive(cfg, {"teacher.weights": teacher_run["backbone"], "cache.path": str(root / "cache" / "teacher.h5")})
+    save_resolved(base, root)  # `--config <run.dir>/config.toml`: the demo's teacher, cache and preset
     extract = timed(timings, "extract_s", run_extract, derive(base, {"run.dir": str(root / "cache")}))
     teacher_cfg = derive(base, {"eval.model": "teacher", "run.dir": str(teacher_dir)})
     teacher, _ = build_embedder(teacher_cfg, device)

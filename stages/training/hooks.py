@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from checkpoints import checkpoint_path, prune_checkpoints, save_checkpoint
+from checkpoints import checkpoint_path, nonfinite_entries, prune_checkpoints, save_checkpoint
 from common.atomic import atomic_path
 from common.errors import PipelineError
 from config import PipelineConfig
@@ -61,16 +61,26 @@ class MetricsCSV:
     def __init__(self, path: Path, columns: list[str], resume_step: int | None) -> None:
         self.path = path
         self.columns = columns
-        kept: list[dict[str, str]] = []
-        if resume_step is not None and path.exists():
-            with open(path, newline="") as fh:
-                kept = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        kept = self.rows_up_to(path, columns, resume_step) if resume_step is not None and path.exists() else []
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, columns, extrasaction="ignore")
             w.writeheader()
             w.writerows(kept)
         self.fh = open(path, "a", newline="")
         self.writer = csv.DictWriter(self.fh, columns, extrasaction="ignore")
+
+    @staticmethod
+    def rows_up_to(path: Path, columns: list[str], step: int) -> list[dict[str, str]]:
+        """The complete rows of steps 1..`step` in increasing order; a torn or foreign row ends the list."""
+        kept: list[dict[str, str]] = []
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if any(row.get(c) is None for c in columns) or None in row or not row["step"].isdigit():
+                    break
+                if int(row["step"]) > step or int(row["step"]) != len(kept) + 1:
+                    break
+                kept.append(row)
+        return kept
 
     def append(self, row: dict[str, float]) -> None:
         self.writer.writerow(row)
@@ -193,8 +203,15 @@ class CheckpointHook(Hook):
         return run.images_seen / max(time.perf_counter() - self.start, 1e-9)
 
     def save(self, run: Run, final: bool = False) -> Path:
+        """Write the run's state, unless a weight or optimiser value is non-finite (then exit status 1)."""
         path = checkpoint_path(run.run_dir / "checkpoints", run.step)
-        save_checkpoint(path, run_state(run, self.images_per_s(run), final))
+        state = run_state(run, self.images_per_s(run), final)
+        bad = nonfinite_entries(state)
+        if bad:
+            raise PipelineError(f"non-finite values after step {run.step} in {', '.join(bad[:3])}"
+                                f"{f' and {len(bad) - 3} more' if len(bad) > 3 else ''}; checkpoint not written; "
+                                f"last good checkpoint: {run.last_checkpoint or 'none'}")
+        save_checkpoint(path, state)
         prune_checkpoints(path.parent, keep=KEEP_CHECKPOINTS)
         run.last_checkpoint = path
         return path

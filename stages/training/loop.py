@@ -50,9 +50,9 @@ def batches(run: Run) -> Iterator[dict[str, torch.Tensor]]:
 
 
 def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bool = False,
-             hooks: Sequence[Hook] | None = None) -> dict[str, Any]:
+             hooks: Sequence[Hook] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train for `train.steps` (or `train.epochs`) and return the JSON summary."""
-    run = build_run(cfg, inputs, command, resume)
+    run = build_run(cfg, inputs, command, resume, overwrite)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, run.run_dir)
     hooks = default_hooks(cfg) if hooks is None else hooks

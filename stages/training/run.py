@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from checkpoints import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, seed_everything
+from checkpoints import capture_rng, list_checkpoints, load_checkpoint, restore_rng, seed_everything
 from common.errors import ConfigError
 from config import PipelineConfig, config_hash, to_dict
 from losses import MarginHead, similarity_grid
@@ -182,8 +182,12 @@ def build_optimizer(cfg: PipelineConfig, params: list[nn.Parameter],
     return opt, sched
 
 
-def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bool = False) -> Run:
-    """Seed, build every part of the run, and restore it from a checkpoint when resuming."""
+def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bool = False,
+              overwrite: bool = False) -> Run:
+    """Seed, build every part of the run, and restore it from a checkpoint when resuming.
+
+    A fresh run in a `run.dir` that holds checkpoints is refused unless `overwrite` (which deletes them).
+    """
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)
     labels, num_classes = _checked_labels(inputs.dataset)
@@ -205,28 +209,47 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
         sampler=sampler, total=total, sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler))),
         num_classes=num_classes, identities_per_batch=p,
     )
-    resume_from = resume_target(cfg.train.resume, resume, run.run_dir / "checkpoints")
-    if resume_from is not None:
-        restore(run, resume_from)
+    candidates = resume_candidates(cfg.train.resume, resume, run.run_dir / "checkpoints", overwrite)
+    if candidates:
+        restore(run, candidates)
+    if distill and cfg.loss.sdc_weight > 0:
+        warn_without_pairs(sampler.labels)
     log.info("%s: %d steps (%d per epoch), batch %d = %d ids x %d, %d rows, %d classes, device %s, amp %s",
              command, total, run.per_epoch, cfg.train.batch_size, p, cfg.train.images_per_identity,
              len(inputs.rows), num_classes, device, amp)
     return run
 
 
-def resume_target(setting: str, flag: bool, ckpt_dir: Path) -> Path | None:
-    """The checkpoint to resume from: `train.resume` (a path, or "auto"), or the latest with `--resume`."""
+def warn_without_pairs(labels: np.ndarray) -> None:
+    """Say once why SDC stays 0 when no identity has two usable images (there is no positive pair)."""
+    if np.bincount(labels).max(initial=0) < 2:
+        log.warning("no identity has two usable images, so there are no positive pairs: the SDC term "
+                    "(loss.sdc_weight) stays 0 for the whole run")
+
+
+def resume_candidates(setting: str, flag: bool, ckpt_dir: Path, overwrite: bool = False) -> list[Path]:
+    """Checkpoints to resume from, best first: `train.resume` (a path), or with "auto"/`--resume` the
+    checkpoints of `ckpt_dir`, latest first (an unreadable one falls back to the one before).
+
+    A fresh run (neither) in a directory that holds checkpoints is refused, unless `overwrite`,
+    which deletes them, so a run directory is never half reused.
+    """
     if setting and setting != "auto":
         path = Path(setting)
         if not path.exists():
             raise ConfigError(f"config key 'train.resume': checkpoint '{path}' not found")
-        return path
+        return [path]
+    found = [p for _, p in reversed(list_checkpoints(ckpt_dir))]
     if setting == "auto" or flag:
-        found = latest_checkpoint(ckpt_dir)
-        if found is None and flag:
+        if not found and flag:
             raise ConfigError(f"--resume: no checkpoint in '{ckpt_dir}'")
         return found
-    return None
+    if found and not overwrite:
+        raise ConfigError(f"run.dir '{ckpt_dir.parent}' already holds {found[0].name}: use --resume to continue "
+                          "it, or a new run.dir, or --overwrite to start it again")
+    for path in found:
+        path.unlink()
+    return []
 
 
 def check_resumable(state: dict[str, Any], run: Run, path: Path) -> None:
@@ -256,9 +279,23 @@ def run_state(run: Run, images_per_s: float, final: bool = False) -> dict[str, A
     }
 
 
-def restore(run: Run, path: Path) -> None:
-    """Load the checkpoint at `path` into `run` (after `check_resumable`)."""
-    state = load_checkpoint(path)
+def first_readable(candidates: list[Path]) -> tuple[Path, dict[str, Any]]:
+    """The first checkpoint of `candidates` that loads; the ones before it are reported as skipped."""
+    for k, path in enumerate(candidates):
+        try:
+            state = load_checkpoint(path)
+        except ConfigError as e:
+            if k + 1 == len(candidates):
+                raise
+            log.warning("%s; resuming from the one before, %s", e, candidates[k + 1].name)
+            continue
+        return path, state
+    raise ConfigError("no checkpoint to resume from")  # pragma: no cover  (candidates is never empty)
+
+
+def restore(run: Run, candidates: list[Path]) -> None:
+    """Load the first readable checkpoint of `candidates` into `run` (after `check_resumable`)."""
+    path, state = first_readable(candidates)
     check_resumable(state, run, path)
     for name, mod in run.modules.items():
         mod.load_state_dict(state["modules"][name])

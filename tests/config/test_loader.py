@@ -1,6 +1,7 @@
 """`config.loader`: TOML into dataclasses, overrides, rejection of unknown keys and wrong types, hashing."""
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -75,3 +76,23 @@ def test_resolved_config_round_trips_and_hash_is_stable(tmp_path: Path) -> None:
     assert config_hash(load_config(None, ["train.steps=12"])) != config_hash(cfg)
     assert tomllib.loads(to_toml(cfg))["train"]["steps"] == 11
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("train.lr=nan", "'train.lr': nan is not a finite number"),
+    ("train.grad_clip=nan", "'train.grad_clip': nan is not a finite number"),
+    ("train.epochs=inf", "'train.epochs': inf is not a finite number"),
+    ("teacher.std=[0.5, inf, 0.5]", "'teacher.std[1]'"),
+    ("train.log_every=0", "'train.log_every': 0 must be >= 1"),
+    ("train.checkpoint_every=0", "'train.checkpoint_every': 0 must be >= 1"),
+    ("data.workers=-1", "'data.workers': -1 must be >= 0"),
+    ("teacher.batch_size=0", "'teacher.batch_size': 0 must be >= 1"),
+    ("cache.positives_k=-2", "'cache.positives_k': -2 must be >= 1"),
+    ("icd.grid_step=1e-9", "'icd.grid_step'"),
+    ("train.lr=0", "'train.lr': 0.0 must be > 0"),
+    ("train.steps=0", "'train.steps' and 'train.epochs' are both 0"),
+])
+def test_bad_numbers_are_refused_at_load_time_naming_the_key(setting: str, message: str) -> None:
+    extra = ["train.epochs=0"] if setting.startswith("train.steps") else []
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(REPO / "pipeline.toml", [setting, *extra])

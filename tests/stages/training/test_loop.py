@@ -1,13 +1,15 @@
 """`train` and `distill` end to end through click's CliRunner: losses, resume, refusals, NaN guard."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import invoke
+from checkpoints import load_checkpoint, nonfinite_entries
+from tests.conftest import invoke, tiny_settings
 from tests.stages.conftest import read_metrics
 
 
@@ -97,9 +99,65 @@ def test_distill_never_builds_the_teacher(extracted: tuple[Path, list[str], dict
 def test_non_finite_loss_names_step_and_term(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
     run, settings, _ = extracted
     code, out, _ = invoke("distill", settings + [f"run.dir={tmp_path}", f"cache.path={run / 'cache' / 'teacher.h5'}",
-                                                 "loss.scale=nan"])
+                                                 "loss.scale=1e38"])
     assert code == 1
-    assert "step 1" in out and "margin" in out
+    assert "non-finite loss at step 1" in out and "margin" in out
+
+
+def test_a_good_checkpoint_is_finite(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    """A huge learning rate blows the weights up: the run stops, and the checkpoint it names is finite."""
+    _run, settings, _ = extracted
+    code, out, _ = invoke("train", settings + [f"run.dir={tmp_path}", "train.lr=1e8", "train.checkpoint_every=1",
+                                               "train.steps=8", "train.grad_clip=0"])
+    assert code == 1 and "non-finite" in out, out
+    named = re.search(r"last good checkpoint: (\S+)", out)
+    assert named is not None, out
+    for path in sorted((tmp_path / "checkpoints").glob("checkpoint_*.pt")):
+        assert nonfinite_entries(load_checkpoint(path)) == [], path
+    assert not (tmp_path / "backbone.pth").exists()
+
+
+def test_a_used_run_dir_is_resumed_or_refused_never_half_reused(extracted: tuple[Path, list[str], dict],
+                                                                tmp_path: Path) -> None:
+    _run, settings, _ = extracted
+    s = settings + [f"run.dir={tmp_path}", "train.steps=4"]
+    assert invoke("train", s)[0] == 0
+    code, out, _ = invoke("train", s)
+    assert code == 2 and "--resume" in out and "--overwrite" in out, out
+    assert len(read_metrics(tmp_path / "metrics.csv")) == 4  # nothing was touched
+    code, out, summary = invoke("train", s + ["train.steps=2"], "--overwrite")
+    assert code == 0, out
+    assert [int(r["step"]) for r in read_metrics(tmp_path / "metrics.csv")] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["checkpoint_00000002.pt"]
+
+
+def test_resume_falls_back_from_a_corrupt_latest_checkpoint_and_drops_a_torn_row(
+        extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    _run, settings, _ = extracted
+    s = settings + [f"run.dir={tmp_path}", "train.steps=6", "train.checkpoint_every=2"]
+    code, out, _ = invoke("train", s)  # keeps checkpoints 4 and 6 (final)
+    assert code == 0, out
+    expected = read_metrics(tmp_path / "metrics.csv")
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "checkpoint_00000006.pt").unlink()  # as if killed before the final save
+    (ckpts / "checkpoint_00000005.pt").write_bytes(b"not a checkpoint")  # a damaged newer file
+    lines = (tmp_path / "metrics.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "metrics.csv").write_text("".join(lines[:5]) + "1")  # rows 1-4, then the torn start of a row
+    code, out, resumed = invoke("train", s, "--resume")
+    assert code == 0, out
+    assert "checkpoint_00000005.pt" in out and "resuming from the one before, checkpoint_00000004.pt" in out
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in expected]
+
+
+def test_sdc_without_any_positive_pair_is_announced(tmp_path: Path, teacher_weights: Path) -> None:
+    settings = tiny_settings(tmp_path, teacher_weights) + ["data.synthetic.images_per_identity=1",
+                                                           "data.synthetic.identities=12", "train.steps=2"]
+    assert invoke("extract", settings)[0] == 0
+    code, out, summary = invoke("distill", settings)
+    assert code == 0, out
+    assert "no identity has two usable images" in out and out.count("no identity has two") == 1
 
 
 def test_resuming_a_finished_run_leaves_its_files_alone(extracted: tuple[Path, list[str], dict],
