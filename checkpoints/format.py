@@ -57,19 +57,17 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     return path
 
 
-def load_checkpoint(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu", weights_only: bool = True
-) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict; a missing or unreadable file is a ConfigError naming it.
 
-    `weights_only=True` (default) uses torch's restricted unpickler: tensors, numbers, strings and
-    containers, which is all `save_checkpoint` callers and `capture_rng` store.
+    Always through torch's restricted unpickler (`weights_only=True`): tensors, numbers, strings and
+    containers, which is all `save_checkpoint` callers and `capture_rng` store; nothing in the file runs.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=weights_only)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... on bad files
         raise ConfigError(f"checkpoint {path} is corrupt or unreadable: {exc}") from exc
     if not isinstance(state, dict):

@@ -19,7 +19,7 @@ def seed_everything(seed: int) -> None:
 def capture_rng() -> dict[str, Any]:
     """States of python `random`, numpy's global generator, torch CPU and every CUDA device.
 
-    Stored as tensors, numbers and tuples only, so `load_checkpoint(weights_only=True)` accepts them.
+    Stored as tensors, numbers and tuples only, so `load_checkpoint` (restricted unpickler) accepts them.
     """
     # The global generator is MT19937, whose legacy state is always this tuple, never the dict form.
     kind, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float],

@@ -54,14 +54,18 @@ class PairSet:
             raise ConfigError(f"{self.source}: cannot read image {image}: {exc}") from exc
 
     def decode(self, size: int) -> np.ndarray:
-        """All distinct images, decoded to uint8 [n, size, size, 3] RGB; an undecodable one is a ConfigError."""
+        """All distinct images, decoded to uint8 [n, size, size, 3] RGB.
+
+        An undecodable image (truncated, not an image, over `readers.base.MAX_IMAGE_PIXELS`) is a
+        ConfigError naming it and the reason.
+        """
         images = np.empty((len(self.images), size, size, 3), dtype=np.uint8)
         for k in range(len(self.images)):
             key = self.image_key(k)
             try:
                 images[k] = decode_image(self.image_bytes(k), key, size)
-            except CorruptImageError:
-                raise ConfigError(f"pair set '{self.source}': image {key} cannot be decoded") from None
+            except CorruptImageError as e:
+                raise ConfigError(f"pair set '{self.source}': image {key} cannot be decoded: {e.reason}") from None
         return images
 
 
@@ -69,8 +73,23 @@ def _parse_index(token: str) -> int | None:
     return int(token) if token.isascii() and token.isdigit() else None
 
 
+def _check_identity_name(name: str, pairs_txt: Path, lineno: int) -> None:
+    """ConfigError unless `name` is one path component inside the root: no separator, `.`/`..`, absolute path or NUL."""
+    separators = {"/", "\\", os.sep, os.altsep or "/"}
+    if (name in (".", "..") or "\0" in name or any(sep in name for sep in separators)
+            or os.path.isabs(name) or Path(name).drive):
+        raise ConfigError(
+            f"{pairs_txt}:{lineno}: identity name {name!r} must be a plain folder name under the image root "
+            "(no path separators, '..' or absolute paths)"
+        )
+
+
 def _image_path(root: Path, name: str, index: int, pairs_txt: Path, lineno: int) -> Path:
-    """`root/<name>/<name>_<NNNN>.jpg`, else the `.png` beside it; ConfigError when neither exists."""
+    """`root/<name>/<name>_<NNNN>.jpg`, else the `.png` beside it; ConfigError when neither exists.
+
+    `name` must be a plain folder name (see `_check_identity_name`), so the image stays under `root`.
+    """
+    _check_identity_name(name, pairs_txt, lineno)
     stem = root / name / f"{name}_{index:04d}"
     for suffix in IMAGE_SUFFIXES:
         candidate = stem.with_name(stem.name + suffix)
@@ -92,7 +111,9 @@ def read_lfw_pairs(
 
     Tokens are separated by tabs or spaces; blank lines are ignored; the first non-blank line may be a
     header of one or two integers (`10\\t300`). Images are `root/<name>/<name>_<NNNN>.jpg|png` with a
-    4-digit zero-padded index. Errors name the file and the 1-based line number.
+    4-digit zero-padded index; a name that is not a plain folder name (a path separator, `..`, an
+    absolute path) is refused, so no image is read from outside `root`. Errors name the file and the
+    1-based line number.
     """
     pairs_txt = Path(pairs_txt)
     root = Path(root)

@@ -81,15 +81,34 @@ class Preprocessing:
         return x.contiguous()
 
 
+def embedding_matrix(out: torch.Tensor, batch: int, source: str) -> torch.Tensor:
+    """A model output as embeddings [batch, D]: rank 2 as is, [batch, D, 1, ...] squeezed.
+
+    Any other shape (rank 1, a trailing dimension other than 1, a wrong batch size) is a ConfigError
+    naming `source` and the shape: flattening [B, 4, 2] into 8-d "embeddings" would hide a wrong model
+    or output.
+    """
+    shape = list(out.shape)
+    if out.dim() >= 2 and shape[0] == batch and all(d == 1 for d in shape[2:]):
+        return out.reshape(batch, shape[1])
+    raise ConfigError(f"{source}: model output has shape {shape} for a batch of {batch}; expected "
+                      "[batch, embedding_size] (trailing dimensions of size 1, as in [batch, D, 1, 1], are squeezed)")
+
+
 class Embedder(abc.ABC):
-    """A frozen model mapping uint8 RGB images [B, H, W, 3] to un-normalised float32 embeddings [B, D]."""
+    """A frozen model mapping uint8 RGB images [B, H, W, 3] to un-normalised float32 embeddings [B, D].
+
+    The model output must be [B, D]; [B, D, 1, ..., 1] is squeezed to it and any other shape is a
+    ConfigError naming `source` (see `embedding_matrix`).
+    """
 
     embedding_size: int
 
-    def __init__(self, arch: str, weights_sha256: str, preprocessing: Preprocessing) -> None:
+    def __init__(self, arch: str, weights_sha256: str, preprocessing: Preprocessing, source: str = "") -> None:
         self.arch = arch
         self.weights_sha256 = weights_sha256
         self.preprocessing = preprocessing
+        self.source = source or f"model {arch!r}"
         self.embedding_size = self.probe_dim()
 
     @abc.abstractmethod
@@ -102,7 +121,7 @@ class Embedder(abc.ABC):
         if batch.shape[0] == 0:
             return torch.zeros(0, self.embedding_size)
         out = self._forward(self.preprocessing(batch))
-        return out.detach().float().reshape(batch.shape[0], -1).cpu()
+        return embedding_matrix(out.detach(), batch.shape[0], self.source).float().cpu()
 
     def embed_views(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Raw embeddings of the images and of their horizontal flips: uint8 [B, H, W, 3] -> [B, 2, D] float32."""
@@ -138,11 +157,11 @@ class TorchEmbedder(Embedder):
     def __init__(self, module: nn.Module, arch: str, weights_sha256: str, input_size: int,
                  mean: Sequence[float] = INSIGHTFACE_MEAN, std: Sequence[float] = INSIGHTFACE_STD,
                  color: str = "RGB", device: str | torch.device = "cpu", layout: str = "NCHW",
-                 prefix: str = "") -> None:
+                 prefix: str = "", source: str = "") -> None:
         self.device = resolve_device(device)
         self.module = module.eval().to(self.device)
         super().__init__(arch, weights_sha256,
-                         Preprocessing(input_size, layout, color, tuple(mean), tuple(std), prefix))
+                         Preprocessing(input_size, layout, color, tuple(mean), tuple(std), prefix), source)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -167,14 +186,17 @@ class TorchScriptEmbedder(TorchEmbedder):
             module = torch.jit.load(str(path), map_location=resolve_device(device))
         except Exception as err:
             raise ConfigError(f"{prefix}weights {str(path)!r} is not a TorchScript file: {err}") from err
-        super().__init__(module, arch, sha256_file(path), input_size, mean, std, color, device, layout, prefix)
+        super().__init__(module, arch, sha256_file(path), input_size, mean, std, color, device, layout, prefix,
+                         source=f"{prefix}weights {str(path)!r}")
 
 
 class OnnxEmbedder(Embedder):
     """An ONNX model run by onnxruntime (CUDA provider when available and `device` is CUDA, else CPU).
 
     The input name, layout check, spatial size and batch dimension are read from the session; a fixed
-    batch dimension is served in padded chunks, a dynamic one in one call. `input_size` 0 takes the
+    batch dimension is served in padded chunks, a dynamic one in one call. The first output must be
+    [B, D]; [B, D, 1, 1] (trailing dimensions all 1) is squeezed, any other rank is refused with a
+    ConfigError naming the file and the output shape (checked on the construction probe). `input_size` 0 takes the
     model's fixed spatial size, or `default_input_size` when the model's spatial size is dynamic.
     """
 
@@ -206,7 +228,8 @@ class OnnxEmbedder(Embedder):
             raise ConfigError(f"{prefix}input_size must be set: the model input {shape} has no fixed size")
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else 0
         super().__init__(arch, sha256_file(path),
-                         Preprocessing(size, input_layout, color, tuple(mean), tuple(std), prefix))
+                         Preprocessing(size, input_layout, color, tuple(mean), tuple(std), prefix),
+                         source=f"{prefix}weights {str(path)!r} (output {self.output_name!r})")
 
     def _check_shape(self, shape: list[Any], layout: str, input_size: int, prefix: str) -> int:
         """Validate the session's input shape against the layout; return the input side (0: dynamic, unset)."""

@@ -1,19 +1,24 @@
 """Reading backbone weight files (insightface `backbone.pth`, wrapped checkpoints) and hashing them."""
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import pickle
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from common.errors import ConfigError
 
-WRAPPER_KEYS = ("backbone", "state_dict", "model")
+WRAPPER_KEYS = ("backbone", "state_dict", "model", "state_dict_backbone")  # the last: arcface_torch checkpoint_gpu_*.pt
 STRIP_PREFIXES = ("module.", "backbone.")
 SHOWN_KEYS = 5
+# Globals the restricted unpickler may build besides its own: plain attribute holders, never callables.
+SAFE_GLOBALS = (argparse.Namespace,)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -40,9 +45,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
         inner = next((obj[k] for k in WRAPPER_KEYS if k in obj), None)
         if inner is None:
             break
-        obj = inner.state_dict() if isinstance(inner, nn.Module) else inner
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
+        obj = inner
     raise ConfigError(f"weights file {str(path)!r}: no state_dict found (expected a plain state_dict or a dict "
                       f"with one of {', '.join(WRAPPER_KEYS)})")
 
@@ -55,23 +58,57 @@ def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Load a weights file on CPU and return its backbone state_dict; missing file -> ConfigError naming it.
+def _unpickler_error(path: Path, err: Exception) -> ConfigError:
+    """ConfigError for a file the restricted unpickler stopped on: a refused global, or a malformed pickle.
 
-    Tensor-only files load with `weights_only=True`; files holding other Python objects (training
-    checkpoints with RNG states) fall back to a full unpickle, so only load files you trust.
+    torch's own message advises `weights_only=False`; only its diagnosis is kept.
+    """
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return ConfigError(
+            f"weights file {str(path)!r} holds Python objects other than tensors and plain containers (it needs "
+            f"{found.group(1)}); it is not loaded because unpickling them could run code. If you trust the file, "
+            "load it in a trusted Python session and save the backbone's `model.state_dict()` with torch.save, "
+            "then use that file")
+    detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
+    reason = detail.group(1).strip() if detail else (text.strip().splitlines() or [type(err).__name__])[0]
+    return ConfigError(f"weights file {str(path)!r} is not a readable torch file: {reason}")
+
+
+def _safe_globals() -> contextlib.AbstractContextManager[Any]:
+    """`SAFE_GLOBALS` allowed for the duration of one load (torch 2.4, without the scoped form: for the process)."""
+    scoped = getattr(torch.serialization, "safe_globals", None)
+    if scoped is not None:
+        return cast("contextlib.AbstractContextManager[Any]", scoped(list(SAFE_GLOBALS)))
+    torch.serialization.add_safe_globals(list(SAFE_GLOBALS))
+    return contextlib.nullcontext()
+
+
+def read_torch_file(path: str | Path) -> Any:
+    """What a torch file holds, loaded on CPU; missing or refused file -> ConfigError naming it.
+
+    Files are only ever read with torch's restricted unpickler (`weights_only=True`): tensors, numbers,
+    strings and containers, plus `SAFE_GLOBALS` (the `args` namespace timm training checkpoints store).
+    A file needing any other global (a pickled model object, or code) is refused with a ConfigError
+    saying how to convert it; nothing in it runs.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"weights file {str(path)!r} does not exist")
     try:
-        try:
+        with _safe_globals():
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError as err:
+        raise _unpickler_error(path, err) from None
     except Exception as err:
-        raise ConfigError(f"weights file {str(path)!r} is not a readable torch file: {err}") from err
-    return _strip_prefixes(_unwrap(obj, path))
+        raise ConfigError(f"weights file {str(path)!r} is not a readable torch file: {err}") from None
+    return obj
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The backbone state_dict of a weights file (`read_torch_file`, then unwrapped and de-prefixed)."""
+    return _strip_prefixes(_unwrap(read_torch_file(path), Path(path)))
 
 
 def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import io
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,23 +12,57 @@ from PIL import Image
 
 from common.errors import ConfigError
 
+MAX_IMAGE_PIXELS = 40_000_000
+"""Images with more pixels (width x height, read from the header) are refused before decoding."""
+
 
 class CorruptImageError(Exception):
-    """An image whose bytes cannot be read or decoded; `key` names the row at fault."""
+    """An image whose bytes cannot be read or decoded.
+
+    `key` names the row at fault and `reason` says why in a few words ("truncated", "not an image",
+    "too large: W x H pixels > limit", ...); `str(e)` is "corrupt image '<key>': <reason>".
+    """
 
     def __init__(self, key: str, reason: str = "") -> None:
+        super().__init__(key, reason)
         self.key = key
-        super().__init__(f"corrupt image '{key}'" + (f": {reason}" if reason else ""))
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"corrupt image '{self.key}'" + (f": {self.reason}" if self.reason else "")
 
 
-def decode_image(data: bytes, key: str, size: int) -> np.ndarray:
-    """Decode encoded image bytes to uint8 [size, size, 3] RGB, resizing bilinearly if needed."""
+def _reason(err: Exception) -> str:
+    """A short reason for a PIL failure; PIL's own text is kept only where it says something specific."""
+    text = str(err)
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not an image (unknown or damaged format)"
+    if isinstance(err, Image.DecompressionBombError):  # PIL's own limit, at 2 x Image.MAX_IMAGE_PIXELS
+        found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", text)
+        return f"too large: {found.group(1)} pixels > {found.group(2)}" if found else f"too large: {text}"
+    if "truncated" in text.lower():
+        return f"truncated ({text})" if "(" in text else "truncated"
+    return f"cannot decode: {text or type(err).__name__}"
+
+
+def decode_image(data: bytes, key: str, size: int, *, max_pixels: int | None = None) -> np.ndarray:
+    """Decode encoded image bytes to uint8 [size, size, 3] RGB, resizing bilinearly if needed.
+
+    An image of more than `max_pixels` pixels (default: the module's `MAX_IMAGE_PIXELS`, read at call
+    time) is refused from its header, before any pixel is decoded; PIL's own bomb check (2 x
+    `PIL.Image.MAX_IMAGE_PIXELS`) still applies above that. Failures raise CorruptImageError with a
+    reason: "truncated", "not an image", "too large: W x H pixels > limit" or "cannot decode: ...".
+    """
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
     try:
         with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > limit:
+                raise CorruptImageError(key, f"too large: {width} x {height} pixels > {limit}")
             im.load()
             rgb = im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise CorruptImageError(key, str(e) or type(e).__name__) from None
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise CorruptImageError(key, _reason(e)) from None
     if rgb.size != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.array(rgb, dtype=np.uint8)

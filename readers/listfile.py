@@ -1,6 +1,7 @@
 """List-file data sets: one `path label` line per image."""
 from __future__ import annotations
 
+import codecs
 import os
 from pathlib import Path
 
@@ -10,12 +11,34 @@ from common.errors import ConfigError
 from readers.base import CorruptImageError, FaceDataset, decode_image, remap_labels
 
 
+def _read_lines(path: Path) -> list[str]:
+    """The file's lines decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    Bytes that are not UTF-8 are a ConfigError naming the file, the line and the byte offset.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"list file '{path}' cannot be read: {e.strerror or e}") from None
+    lines: list[str] = []
+    offset = 3 if data.startswith(codecs.BOM_UTF8) else 0
+    for lineno, chunk in enumerate(data[offset:].splitlines(keepends=True), start=1):
+        try:
+            lines.append(chunk.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"list file '{path}', line {lineno} (byte offset {offset + e.start}): not UTF-8 "
+                              f"(byte 0x{chunk[e.start]:02x}); save the list file as UTF-8") from None
+        offset += len(chunk)
+    return lines
+
+
 class ListDataset(FaceDataset):
     """Rows from a text file of `path label` lines.
 
     A path is relative to the list file's folder unless absolute; it may contain spaces (the label is
     the last field). Blank lines and lines starting with `#` are skipped. Integer labels are remapped to
-    0..C-1 in the sorted order of the distinct values. The key of a row is its path as written.
+    0..C-1 in the sorted order of the distinct values. The key of a row is its path as written. The file
+    must be UTF-8 (a byte-order mark is allowed); other bytes are a ConfigError naming the line.
     """
 
     def __init__(self, list_file: str | os.PathLike[str], image_size: int) -> None:
@@ -25,25 +48,24 @@ class ListDataset(FaceDataset):
         keys: list[str] = []
         raw: list[int] = []
         seen: dict[str, int] = {}
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                text = line.strip()
-                if not text or text.startswith("#"):
-                    continue
-                fields = text.rsplit(None, 1)
-                if len(fields) != 2:
-                    raise ConfigError(f"list file '{path}', line {lineno}: expected 'path label', got {text!r}")
-                rel, label = fields
-                try:
-                    raw.append(int(label))
-                except ValueError:
-                    raise ConfigError(
-                        f"list file '{path}', line {lineno}: label {label!r} is not an integer"
-                    ) from None
-                if rel in seen:
-                    raise ConfigError(f"list file '{path}', line {lineno}: '{rel}' already listed on line {seen[rel]}")
-                seen[rel] = lineno
-                keys.append(rel)
+        for lineno, line in enumerate(_read_lines(path), start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            fields = text.rsplit(None, 1)
+            if len(fields) != 2:
+                raise ConfigError(f"list file '{path}', line {lineno}: expected 'path label', got {text!r}")
+            rel, label = fields
+            try:
+                raw.append(int(label))
+            except ValueError:
+                raise ConfigError(
+                    f"list file '{path}', line {lineno}: label {label!r} is not an integer"
+                ) from None
+            if rel in seen:
+                raise ConfigError(f"list file '{path}', line {lineno}: '{rel}' already listed on line {seen[rel]}")
+            seen[rel] = lineno
+            keys.append(rel)
         if not keys:
             raise ConfigError(f"list file '{path}' lists no images")
         self._base = path.resolve().parent

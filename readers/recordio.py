@@ -14,6 +14,7 @@ the identity-record range; image records hold a scalar label and JPEG bytes.
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 from collections.abc import Iterable
@@ -271,10 +272,20 @@ def _split_rec_path(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 class RecordIODataset(FaceDataset):
     """insightface training set in RecordIO; `path` is a folder with train.rec + train.idx, or a .rec.
 
-    Image keys come from record 0 (1..label[0]-1) or, without such a header, every key of the .idx in
-    file order. Labels are read from each record's IRHeader at construction (remapped to 0..C-1 in
-    sorted order, the identity for insightface sets); this also checks every record's chunk chain.
-    Key = str(record key).
+    Two layouts are told apart by record 0:
+
+    - insightface (record 0 has flag > 0): record 0 is the header, the images are keys 1..label[0]-1
+      (each may carry a scalar or a vector label, whose first value is the identity) and any records
+      after them (identity ranges) are not rows.
+    - header-less (record 0 has flag 0, or there is no record 0): every flag-0 record of the .idx, in
+      file order, is an image. A flag > 0 record with no bytes after a 2-value whole-number label is an
+      identity-range record and is skipped (identities come from the image labels); any other flag > 0
+      record is refused with a ConfigError naming it, since without a header it cannot be told apart
+      from an image with a vector label.
+
+    Labels are read from each record's IRHeader at construction (remapped to 0..C-1 in sorted order,
+    the identity for insightface sets); this also checks every record's chunk chain. A label that is
+    not a finite whole number is a ConfigError naming the record. Key = str(record key).
     """
 
     def __init__(self, path: str | os.PathLike[str], image_size: int) -> None:
@@ -282,45 +293,87 @@ class RecordIODataset(FaceDataset):
         self.reader = RecordIOReader(rec_path, idx_path)
         if not self.reader.keys:
             raise ConfigError(f"RecordIO index '{idx_path}' lists no records")
-        image_keys = self._image_keys()
-        raw = np.empty(len(image_keys), dtype=np.int64)
-        for i, key in enumerate(image_keys):
-            offset = self.reader.offset_of(key)
-            label = self._label_at(key, offset)
-            if label != int(label):
-                raise ConfigError(f"RecordIO file '{rec_path}': record {key} has non-integer label {label}")
-            raw[i] = int(label)
+        header = self._header()
+        if header is not None:
+            image_keys = self._announced_keys(header)
+            raw = [self._whole_label(key, scalar_label(self._header_at(key))) for key in image_keys]
+        else:
+            image_keys, raw = self._header_less_images()
         self._offsets = np.asarray([self.reader.offsets[k] for k in image_keys], dtype=np.int64)
-        super().__init__("rec", os.path.abspath(rec_path), image_size, [str(k) for k in image_keys], remap_labels(raw))
+        super().__init__("rec", os.path.abspath(rec_path), image_size, [str(k) for k in image_keys],
+                         remap_labels(np.asarray(raw, dtype=np.int64)))
 
-    def _image_keys(self) -> list[int]:
+    def _where(self, key: int) -> str:
+        return f"RecordIO file '{self.reader.rec_path}', record {key}"
+
+    def _header(self) -> IRHeader | None:
+        """Record 0's IRHeader when it is an insightface header (flag > 0), else None."""
         if 0 not in self.reader.offsets:
-            return list(self.reader.keys)
+            return None
         try:
             header, _ = unpack(self.reader.read_idx(0))
         except ValueError as e:
-            raise ConfigError(f"RecordIO file '{self.reader.rec_path}', record 0: {e}") from None
-        if header.flag > 0:
-            end = int(cast(np.ndarray, header.label)[0])
-            missing = [k for k in range(1, end) if k not in self.reader.offsets]
-            if missing:
-                raise ConfigError(
-                    f"RecordIO index '{self.reader.idx_path}': header record 0 announces images 1..{end - 1} "
-                    f"but key {missing[0]} is missing ({len(missing)} missing)"
-                )
-            return list(range(1, end))
-        return list(self.reader.keys)
+            raise ConfigError(f"{self._where(0)}: {e}") from None
+        return header if header.flag > 0 else None
 
-    def _label_at(self, key: int, offset: int) -> float:
+    def _announced_keys(self, header: IRHeader) -> list[int]:
+        """Image keys 1..label[0]-1 of an insightface header; ConfigError for a bad label[0] or a missing key."""
+        first = float(cast(np.ndarray, header.label)[0])
+        if not math.isfinite(first) or first != int(first) or first < 1:
+            raise ConfigError(f"{self._where(0)} (header): label[0] is {first}, expected a whole number >= 1 "
+                              "(one past the last image key)")
+        end = int(first)
+        missing = [k for k in range(1, end) if k not in self.reader.offsets]
+        if missing:
+            raise ConfigError(
+                f"RecordIO index '{self.reader.idx_path}': header record 0 announces images 1..{end - 1} "
+                f"but key {missing[0]} is missing ({len(missing)} missing)"
+            )
+        return list(range(1, end))
+
+    def _header_less_images(self) -> tuple[list[int], list[int]]:
+        """(image keys, raw labels) of a file without a header: its flag-0 records, identity ranges skipped."""
+        keys: list[int] = []
+        raw: list[int] = []
+        for key in self.reader.keys:
+            header = self._header_at(key)
+            if header.flag == 0:
+                keys.append(key)
+                raw.append(self._whole_label(key, float(header.label)))
+            elif not self._is_identity_range(key, header):
+                raise ConfigError(
+                    f"{self._where(key)} has flag {header.flag} (a vector label) but record 0 has flag 0 "
+                    "(no insightface header), so it is neither an image nor an identity-range record; give the "
+                    "file an insightface header record 0 or store the images with scalar labels")
+        return keys, raw
+
+    def _is_identity_range(self, key: int, header: IRHeader) -> bool:
+        """True for an identity-range record: label [start, end) of whole numbers and no payload after it."""
+        if header.flag != 2:
+            return False
+        try:
+            _, rest = unpack(self.reader.read_idx(key))
+        except ValueError as e:
+            raise ConfigError(f"{self._where(key)}: {e}") from None
+        values = cast(np.ndarray, header.label).tolist()
+        return not rest and all(math.isfinite(v) and v == int(v) for v in values) and values[0] <= values[1]
+
+    def _whole_label(self, key: int, label: float) -> int:
+        if not math.isfinite(label) or label != int(label):
+            raise ConfigError(f"{self._where(key)} has label {label}, expected a whole number (the identity)")
+        return int(label)
+
+    def _header_at(self, key: int) -> IRHeader:
+        """The IRHeader of record `key`, reading only its first bytes."""
+        offset = self.reader.offset_of(key)
         payload, _ = self.reader.read_at(offset, prefix=IR_SIZE + 4)
         flag = struct.unpack_from("<I", payload)[0] if len(payload) >= 4 else 0
         if flag > 1:
             payload, _ = self.reader.read_at(offset, prefix=IR_SIZE + 4 * flag)
         try:
-            return scalar_label(unpack(payload)[0])
+            return unpack(payload)[0]
         except ValueError as e:
-            raise ConfigError(f"RecordIO file '{self.reader.rec_path}', record {key} "
-                              f"at byte offset {offset}: {e}") from None
+            raise ConfigError(f"{self._where(key)} at byte offset {offset}: {e}") from None
 
     def load(self, index: int) -> np.ndarray:
         key = self.keys[index]

@@ -1,17 +1,23 @@
 """A torch `Dataset` view of selected rows of a `FaceDataset`, tolerant of corrupt images."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from readers.base import CorruptImageError, FaceDataset
 
+log = logging.getLogger(__name__)
+
 
 class ImageRows(Dataset):
     """Item i is (image uint8 [H, W, 3], label, row, ok) for row `rows[i]` (all rows when None).
 
-    An undecodable image comes back as zeros with ok=False; `dataset.keys[row]` names it.
+    An undecodable image comes back as zeros with ok=False; `dataset.keys[row]` names it, and the
+    reason (truncated, not an image, too large, ...) is logged as a warning when it is read, since
+    the item itself carries only the flag.
     """
 
     def __init__(self, dataset: FaceDataset, rows: np.ndarray | None = None) -> None:
@@ -28,7 +34,8 @@ class ImageRows(Dataset):
         try:
             image = torch.from_numpy(self.dataset.load(row))
             ok = True
-        except CorruptImageError:
+        except CorruptImageError as e:
+            log.warning("row %d: %s", row, e)
             image = torch.zeros((size, size, 3), dtype=torch.uint8)
             ok = False
         return image, int(self.dataset.labels[row]), row, ok

@@ -20,7 +20,7 @@ from config import PipelineConfig, config_from_dict
 from evaluation.pairs import PairSet
 from models import build_student, build_teacher
 from models.embedder import Embedder, OnnxEmbedder, TorchEmbedder, TorchScriptEmbedder
-from models.loading import load_backbone_weights, sha256_file
+from models.loading import load_backbone_weights, read_torch_file, sha256_file
 from models.preprocess import flip_fuse
 
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit")
@@ -51,10 +51,7 @@ def _file_embedder(cfg: PipelineConfig, path: Path, device: str) -> Embedder:
     if suffix in TORCHSCRIPT_SUFFIXES:
         return TorchScriptEmbedder(path, mean=t.mean, std=t.std, color=t.color, input_size=t.input_size or size,
                                    device=device)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConfigError(f"config key 'eval.model': '{path}' is not a loadable checkpoint: {e}") from None
+    state = read_torch_file(path)
     if isinstance(state, dict) and "modules" in state and "config" in state:
         return student_from_checkpoint(path, device)
     module = build_student(cfg.student, size)

@@ -59,7 +59,7 @@ class TrainBatches(Dataset[dict[str, torch.Tensor]]):
             try:
                 img = self.dataset.load(r)
             except CorruptImageError as e:
-                raise PipelineError(f"unreadable training image at row {r} (key {e.key!r})") from None
+                raise PipelineError(f"unreadable training image at row {r}: {e}") from None
             images.append(hflip(img) if f else img)
         batch = {
             "images": torch.from_numpy(np.ascontiguousarray(np.stack(images))),

@@ -1,10 +1,12 @@
 """`evaluation.pairs`: LFW pairs.txt parsing and load_pair_set for pair files and .bin sets."""
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from common.errors import ConfigError
 from evaluation.pairs import PairSet, load_pair_set, read_lfw_pairs
@@ -66,6 +68,22 @@ def test_missing_image_names_path_and_line(lfw: Path) -> None:
     assert f"{pairs_txt}:2" in message and "Bob_B_0009" in message
 
 
+@pytest.mark.parametrize("form", ["same", "different"])
+def test_identity_names_cannot_leave_the_root(lfw: Path, form: str) -> None:
+    outside = lfw.parent / "outside"
+    _touch_images(outside, {"Eve": 2})
+    for i in (1, 2):  # what `<outside>/Eve i j` would read: <outside>/Eve_000i.jpg
+        (outside / f"Eve_{i:04d}.jpg").write_bytes(b"secret")
+    for name in (str(outside / "Eve"), "../outside/Eve", "..", "Alice_A/../Bob_B", "sub\\Eve"):
+        pairs_txt = lfw / "pairs.txt"
+        line = f"{name} 1 2" if form == "same" else f"Alice_A 1 {name} 2"
+        pairs_txt.write_text(f"Alice_A 1 2\n\n{line}\n")
+        with pytest.raises(ConfigError) as err:
+            read_lfw_pairs(pairs_txt, lfw)
+        message = str(err.value)
+        assert f"{pairs_txt}:3" in message and "identity name" in message, name
+
+
 def test_missing_pair_file_and_empty_file(lfw: Path) -> None:
     with pytest.raises(ConfigError, match="nothere.txt"):
         read_lfw_pairs(lfw / "nothere.txt", lfw)
@@ -112,3 +130,17 @@ def test_load_pair_set_bin_and_unknown_extension(tmp_path: Path) -> None:
     assert pair_set.labels is None
     with pytest.raises(ConfigError, match="unsupported"):
         load_pair_set(tmp_path / "pairs.csv")
+
+
+def test_pair_set_decode_says_why_an_image_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 24), (90, 120, 150)).save(buf, format="PNG")
+    png = buf.getvalue()
+    path = tmp_path / "lfw.bin"
+    path.write_bytes(pickle.dumps(([png, png[:-30]], [True])))
+    with pytest.raises(ConfigError, match=r"lfw\.bin#1 cannot be decoded: truncated"):
+        load_pair_set(path).decode(16)
+    path.write_bytes(pickle.dumps(([png, png], [True])))
+    monkeypatch.setattr("readers.base.MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ConfigError, match=r"lfw\.bin#0 cannot be decoded: too large: 24 x 24 pixels > 100"):
+        load_pair_set(path).decode(16)

@@ -107,3 +107,30 @@ def test_torchscript_round_trip(tmp_path: Path) -> None:
     teacher = build_teacher(cfg, 16, "cpu")
     assert teacher.fingerprint()["weights_sha256"] == sha256_file(path)
     torch.testing.assert_close(teacher.embed(images), scripted.embed(images))
+
+
+class ShapedOutput(nn.Module):
+    """[B, 3, S, S] -> [B, *trailing]: per-image channel means tiled into the given shape."""
+
+    def __init__(self, *trailing: int) -> None:
+        super().__init__()
+        self.trailing = trailing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        means = x.mean(dim=(2, 3))[:, :1]
+        return means.reshape(x.shape[0], *([1] * len(self.trailing))).expand(x.shape[0], *self.trailing) + 0
+
+
+def test_onnx_output_of_rank_three_is_refused(tmp_path: Path) -> None:
+    path = export_onnx(ShapedOutput(4, 2), torch.zeros(2, 3, 16, 16), tmp_path / "rank3.onnx")
+    with pytest.raises(ConfigError, match=r"rank3\.onnx.*output .*\[1, 4, 2\]"):
+        OnnxEmbedder(path, "NCHW")
+    with pytest.raises(ConfigError, match=r"rank3\.onnx.*\[1, 4, 2\]"):
+        build_teacher(TeacherConfig(arch="onnx", weights=str(path), embedding_size=8), 16, "cpu")
+
+
+def test_onnx_output_with_unit_trailing_dims_is_squeezed(tmp_path: Path) -> None:
+    path = export_onnx(ShapedOutput(4, 1, 1), torch.zeros(2, 3, 16, 16), tmp_path / "unit.onnx")
+    embedder = OnnxEmbedder(path, "NCHW")
+    assert embedder.embedding_size == 4
+    assert embedder.embed(random_images(3, 16)).shape == (3, 4)

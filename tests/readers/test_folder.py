@@ -62,3 +62,14 @@ def test_folder_dataset_empty_or_missing_is_config_error(tmp_path: Path) -> None
         FolderDataset(tmp_path, 16)
     with pytest.raises(ConfigError, match="does not exist"):
         FolderDataset(tmp_path / "nope", 16)
+
+
+def test_folder_dataset_says_why_an_image_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _save(tmp_path / "a" / "good.png", _image(1))
+    (tmp_path / "a" / "text.jpg").write_bytes(b"a text file")
+    ds = FolderDataset(tmp_path, 16)
+    with pytest.raises(CorruptImageError, match=r"'a/text\.jpg': not an image"):
+        ds.load(ds.keys.index("a/text.jpg"))
+    monkeypatch.setattr("readers.base.MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(CorruptImageError, match=r"'a/good\.png': too large: 24 x 24 pixels > 100"):
+        ds.load(ds.keys.index("a/good.png"))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from readers import ListDataset
+from readers import CorruptImageError, ListDataset
 from tests.readers.test_base import _image
 from tests.readers.test_folder import _save
 
@@ -50,3 +50,29 @@ def test_list_dataset_wrong_base_folder_and_missing_file(tmp_path: Path) -> None
         ListDataset(lst, 16)
     with pytest.raises(ConfigError, match="not found"):
         ListDataset(tmp_path / "none.lst", 16)
+
+
+def test_list_dataset_not_utf8_names_file_line_and_offset(tmp_path: Path) -> None:
+    _save(tmp_path / "a.png", _image(1))
+    lst = tmp_path / "latin1.lst"
+    lst.write_bytes("a.png 0\r\n# fine\ncaf\u00e9.png 1\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"line 3 \(byte offset 19\): not UTF-8") as info:
+        ListDataset(lst, 16)
+    assert str(lst) in str(info.value)
+
+
+def test_list_dataset_utf8_names_and_bom(tmp_path: Path) -> None:
+    _save(tmp_path / "caf\u00e9.png", _image(1))
+    lst = tmp_path / "utf8.lst"
+    lst.write_bytes("\ufeffcaf\u00e9.png 0\n".encode("utf-8"))
+    assert ListDataset(lst, 16).keys == ["caf\u00e9.png"]
+
+
+def test_list_dataset_refuses_images_over_the_pixel_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _save(tmp_path / "a.png", _image(1))
+    lst = tmp_path / "train.lst"
+    lst.write_text("a.png 0\n")
+    ds = ListDataset(lst, 16)
+    monkeypatch.setattr("readers.base.MAX_IMAGE_PIXELS", 24 * 24 - 1)
+    with pytest.raises(CorruptImageError, match=r"'a\.png': too large: 24 x 24 pixels > 575"):
+        ds.load(0)

@@ -9,7 +9,17 @@ import pytest
 
 from common.errors import ConfigError
 from readers import CorruptImageError, RecordIODataset, RecordIOReader, RecordIOWriter, decode_image, write_rec_dataset
-from readers.recordio import IR_SIZE, MAGIC, MAGIC_BYTES, encode_jpeg, pack_header, pack_image, unpack
+from readers.recordio import (
+    IR_FORMAT,
+    IR_SIZE,
+    MAGIC,
+    MAGIC_BYTES,
+    encode_jpeg,
+    pack_header,
+    pack_image,
+    pack_label_array,
+    unpack,
+)
 from tests.readers.test_base import _image
 
 
@@ -171,3 +181,55 @@ def test_rec_dataset_corrupt_jpeg_is_corrupt_image(tmp_path: Path) -> None:
     with pytest.raises(CorruptImageError) as info:
         ds.load(1)
     assert info.value.key == "2"
+
+
+def test_rec_dataset_header_less_skips_identity_records(tmp_path: Path) -> None:
+    """Record 0 is an image (flag 0): the identity-range records after the images are not rows."""
+    rows = _rec_rows(3, 2)
+    with RecordIOWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        for key, (jpeg, label) in enumerate(rows):
+            w.write(key, pack_image(label, jpeg))
+        for c in range(3):
+            w.write(len(rows) + c, pack_label_array([2 * c, 2 * c + 2]))
+    ds = RecordIODataset(tmp_path, 16)
+    assert len(ds) == 6 and ds.num_classes == 3
+    assert ds.keys == ["0", "1", "2", "3", "4", "5"] and ds.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert np.array_equal(ds.load(5), decode_image(rows[5][0], "", 16))
+
+
+def test_rec_dataset_header_less_refuses_vector_label_images(tmp_path: Path) -> None:
+    with RecordIOWriter(tmp_path / "train.rec", tmp_path / "train.idx") as w:
+        w.write(0, pack_image(0, encode_jpeg(_image(0))))
+        w.write(1, pack_label_array([1.0, 7.0], encode_jpeg(_image(1))))
+    with pytest.raises(ConfigError, match=r"record 1 .*flag 2.*record 0 has flag 0") as info:
+        RecordIODataset(tmp_path, 16)
+    assert "train.rec" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_rec_dataset_non_finite_labels_name_the_record(tmp_path: Path, bad: float) -> None:
+    with RecordIOWriter(tmp_path / "h.rec", tmp_path / "h.idx") as w:
+        w.write(0, struct.pack(IR_FORMAT, 2, 0.0, 0, 0) + np.asarray([bad, 3.0], "<f4").tobytes())
+        w.write(1, pack_image(0, encode_jpeg(_image(0))))
+        w.write(2, pack_image(0, encode_jpeg(_image(1))))
+    with pytest.raises(ConfigError, match=r"h\.rec.*record 0") as info:
+        RecordIODataset(tmp_path / "h.rec", 16)
+    assert "label" in str(info.value)
+    with RecordIOWriter(tmp_path / "i.rec", tmp_path / "i.idx") as w:
+        w.write(0, pack_header(3, 3))
+        w.write(1, pack_image(0, encode_jpeg(_image(0))))
+        w.write(2, pack_image(bad, encode_jpeg(_image(1))))
+    with pytest.raises(ConfigError, match=r"i\.rec.*record 2.*label"):
+        RecordIODataset(tmp_path / "i.rec", 16)
+
+
+def test_rec_dataset_says_why_an_image_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = _rec_rows(2, 1)
+    rows[1] = (rows[1][0][:150], 1)
+    write_rec_dataset(rows, tmp_path / "train.rec", tmp_path / "train.idx")
+    ds = RecordIODataset(tmp_path, 16)
+    with pytest.raises(CorruptImageError, match=r"'2': truncated"):
+        ds.load(1)
+    monkeypatch.setattr("readers.base.MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(CorruptImageError, match=r"'1': too large: 24 x 24 pixels > 100"):
+        ds.load(0)
