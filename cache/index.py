@@ -1,4 +1,7 @@
-"""The FAISS inner-product index over view-0 teacher embeddings (`teacher.faiss` beside the cache)."""
+"""The FAISS inner-product index over view-0 teacher embeddings (`teacher.faiss` beside the cache).
+
+Its SHA-256 is kept in `teacher.faiss.sha256` (`sha256sum -c` reads it); `load_index` checks it.
+"""
 from __future__ import annotations
 
 import math
@@ -8,7 +11,9 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from common.atomic import atomic_path
+from cache.checksums import file_sha256
+from cache.paths import index_checksum_path
+from common.atomic import atomic_path, atomic_write_text
 from common.errors import ConfigError
 from config.choices import INDEX_KINDS, check_choice
 
@@ -59,18 +64,47 @@ def build_index(emb: np.ndarray, kind: str = "flat", nlist: int = 0, nprobe: int
 
 
 def save_index(index: faiss.Index, path: str | os.PathLike[str]) -> Path:
-    """Write `index` to `path` atomically (temporary name beside it, then rename)."""
+    """Write `index` to `path` atomically, with its SHA-256 in `<path>.sha256` (`index_checksum_path`).
+
+    The checksum is published before the index: a write interrupted between the two leaves an old
+    index beside a new checksum, which `load_index` refuses and `extract` rebuilds.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
+        atomic_write_text(index_checksum_path(path), f"{file_sha256(tmp)}  {path.name}\n")
     return path
 
 
+def _stored_sha256(path: Path) -> str:
+    """The digest recorded for index `path`; ConfigError naming the checksum file when it is absent or malformed."""
+    sidecar = index_checksum_path(path)
+    try:
+        digest = sidecar.read_text(encoding="utf-8").split()[0].lower()
+    except (OSError, UnicodeDecodeError, IndexError):
+        digest = ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ConfigError(f"FAISS index '{path}' has no valid checksum file '{sidecar}'; run "
+                          "`python cli.py extract` again to rebuild the index")
+    return digest
+
+
 def load_index(path: str | os.PathLike[str]) -> faiss.Index:
-    """Read an index written by `save_index`; a missing or unreadable file is a ConfigError naming it."""
+    """Read an index written by `save_index` after checking its SHA-256.
+
+    A missing, changed or unreadable file (or a missing checksum file) is a ConfigError naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"FAISS index '{path}' does not exist; run `python cli.py extract` first")
+    want = _stored_sha256(path)
+    try:
+        have = file_sha256(path)
+    except OSError as e:
+        raise ConfigError(f"FAISS index '{path}' cannot be read: {e.strerror or e}") from None
+    if have != want:
+        raise ConfigError(f"FAISS index '{path}' does not match its checksum in '{index_checksum_path(path)}' "
+                          "(the file changed after it was written); run `python cli.py extract` again to rebuild it")
     try:
         return faiss.read_index(str(path))
     except RuntimeError as e:

@@ -11,7 +11,10 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 2  # 2: adds `norms`
+FORMAT_VERSION = 3  # 2: adds `norms`; 3: adds the `<dataset>_crc32` checksums and `checksum_rows`
+# Work files (`<path>.partial`) of these versions share one layout (checksums are added at finalisation),
+# so an extraction interrupted under format 2 resumes.
+PARTIAL_FORMAT_VERSIONS = (2, FORMAT_VERSION)
 
 EMBEDDINGS = "embeddings"  # [N, 2, D] float16 | float32, unit norm; view 0 as stored, view 1 flipped
 LABELS = "labels"  # [N] int64
@@ -23,7 +26,23 @@ POSITIVE_SIMS = "positive_sims"  # [N, K] float16
 DONE = "done"  # [N] bool
 NORMS = "norms"  # [N, 2] float32, L2 norm of each raw view before it was normalised
 
-REQUIRED_DATASETS = (EMBEDDINGS, NORMS, LABELS, KEYS, IDENTITY_ROWS, IDENTITY_OFFSETS, POSITIVES, POSITIVE_SIMS, DONE)
+# Checksums (format 3), written by `CacheWriter.finalize` and checked by `TeacherCache` on open: for each
+# dataset D of CHECKSUMMED, `D_crc32` [B] uint32 holds zlib's CRC32 of the bytes (little-endian, C order)
+# of rows [b * R, (b + 1) * R) of D, b = 0..B-1, B = max(1, ceil(len(D) / R)), R = attribute
+# `checksum_rows` (the embeddings' storage chunk of rows, so a block is one chunk); the bytes of a block
+# of `keys` are its strings in UTF-8 joined by NUL.
+CHECKSUMMED = (EMBEDDINGS, NORMS, LABELS, KEYS, DONE, IDENTITY_ROWS, IDENTITY_OFFSETS, POSITIVES, POSITIVE_SIMS)
+CHECKSUM_SUFFIX = "_crc32"
+
+
+def checksum_name(name: str) -> str:
+    """The dataset holding the per-block CRC32 of dataset `name`: `embeddings` -> `embeddings_crc32`."""
+    return name + CHECKSUM_SUFFIX
+
+
+CHECKSUM_DATASETS = tuple(checksum_name(name) for name in CHECKSUMMED)
+REQUIRED_DATASETS = (EMBEDDINGS, NORMS, LABELS, KEYS, IDENTITY_ROWS, IDENTITY_OFFSETS, POSITIVES, POSITIVE_SIMS, DONE,
+                     *CHECKSUM_DATASETS)
 PARTIAL_DATASETS = (EMBEDDINGS, NORMS, LABELS, KEYS, DONE)
 
 ATTR_FORMAT_VERSION = "format_version"
@@ -35,6 +54,7 @@ ATTR_VIEWS = "views"
 ATTR_TOOL_VERSION = "tool_version"
 ATTR_CONFIG_HASH = "config_hash"
 ATTR_COMPLETE = "complete"
+ATTR_CHECKSUM_ROWS = "checksum_rows"  # int, rows per checksum block (format 3)
 
 VIEWS = ("original", "hflip")
 # The attributes a partial cache must share with a new run before it may be resumed.

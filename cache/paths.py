@@ -1,4 +1,4 @@
-"""Where the files of one teacher cache live: the HDF5 file, its work file, FAISS index and report."""
+"""Where the files of one teacher cache live: the HDF5 file, its work file, FAISS index (and its checksum), report."""
 from __future__ import annotations
 
 import os
@@ -22,6 +22,12 @@ def partial_path(path: str | os.PathLike[str]) -> Path:
 def index_path(path: str | os.PathLike[str]) -> Path:
     """The FAISS index beside the cache: `teacher.h5` -> `teacher.faiss`."""
     return Path(path).with_suffix(".faiss")
+
+
+def index_checksum_path(path: str | os.PathLike[str]) -> Path:
+    """The SHA-256 of an index file, beside it: `teacher.faiss` -> `teacher.faiss.sha256` (`sha256sum` format)."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
 
 
 def quality_path(path: str | os.PathLike[str]) -> Path:

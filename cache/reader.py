@@ -7,8 +7,9 @@ loaded into RAM stay in the stored dtype (float16 halves the memory; converting 
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from cache import layout
+from cache.checksums import VERIFY_MODES, check_blocks, checksum_rows, verify_cache
 from cache.paths import partial_path
 from cache.writer import row_blocks
 from common.errors import ConfigError, PipelineError
@@ -36,15 +38,23 @@ class TeacherCache:
 
     in_ram: "always" loads the embeddings at construction; "never" reads each batch from the file;
     "auto" loads them when they take at most `ram_limit_gb` GiB in the stored dtype.
+    verify: how much of the stored checksums (`cache.checksums`) to check on open. "sample" (default)
+    checks the first, the last and a fixed sample of row blocks of every dataset, and every block of
+    what is read whole anyway (labels, done, the embeddings when loaded into RAM, and later each table
+    when first read: keys, norms, positives, identity CSR); "full" every block (reads the whole file);
+    "none" nothing. A mismatch, or a file h5py cannot read, is a ConfigError naming the file.
     """
 
-    def __init__(self, path: str | os.PathLike[str], in_ram: str = "auto", ram_limit_gb: float = 8.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], in_ram: str = "auto", ram_limit_gb: float = 8.0,
+                 verify: str = "sample") -> None:
         check_choice(in_ram, IN_RAM_MODES, "cache.in_ram")
+        check_choice(verify, VERIFY_MODES, "verify")
         self.path = Path(path)
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._tables: dict[str, np.ndarray] = {}
         self._keys: list[str] | None = None
+        self._verify = verify
         if not self.path.is_file():
             work = partial_path(self.path)
             hint = f" (an unfinished extraction left '{work}')" if work.exists() else ""
@@ -54,7 +64,7 @@ class TeacherCache:
             file = h5py.File(self.path, "r")
         except OSError as e:
             raise ConfigError(f"teacher cache '{self.path}' cannot be read as HDF5: {e}") from None
-        with file:
+        with file, self._damage_is_config_error():
             self.attrs = layout.decode_attrs(file.attrs)
             self._validate(file)
             emb = file[layout.EMBEDDINGS]
@@ -62,18 +72,32 @@ class TeacherCache:
             self.embedding_dim = int(emb.shape[2])
             self.dtype = emb.dtype.name
             self.chunk_rows = int(emb.chunks[0]) if emb.chunks else LOAD_BLOCK_ROWS
-            self.labels: np.ndarray = file[layout.LABELS][()].astype(np.int64)
-            self.done: np.ndarray = file[layout.DONE][()].astype(bool)
+            read = {layout.LABELS: file[layout.LABELS][()], layout.DONE: file[layout.DONE][()]}
+            self.labels: np.ndarray = read[layout.LABELS].astype(np.int64)
+            self.done: np.ndarray = read[layout.DONE].astype(bool)
             nbytes = emb.size * emb.dtype.itemsize
             load = in_ram == "always" or (in_ram == "auto" and nbytes <= ram_limit_gb * 2**30)
             self._ram: np.ndarray | None = self._load(emb) if load else None
+            if self._ram is not None:
+                read[layout.EMBEDDINGS] = self._ram
+            verify_cache(file, self.path, verify, read)
+
+    @contextlib.contextmanager
+    def _damage_is_config_error(self) -> Iterator[None]:
+        """Turn h5py's errors on a damaged file (OSError, KeyError, RuntimeError) into a ConfigError naming it."""
+        try:
+            yield
+        except (OSError, KeyError, RuntimeError) as e:
+            raise ConfigError(f"teacher cache '{self.path}' cannot be read ({e}); if the file is damaged, delete "
+                              "it and run `python cli.py extract` again") from None
 
     def _validate(self, file: h5py.File) -> None:
         """ConfigError naming the attribute or dataset that makes `file` unusable as a finished cache."""
         version = self.attrs.get(layout.ATTR_FORMAT_VERSION, _MISSING)
         if version != layout.FORMAT_VERSION:
             raise ConfigError(f"teacher cache '{self.path}': attribute format_version is {version!r}, this tool "
-                              f"reads format_version {layout.FORMAT_VERSION}; extract the cache again")
+                              f"reads format_version {layout.FORMAT_VERSION}; delete it and extract the cache again "
+                              "(`python cli.py extract`)")
         if self.attrs.get(layout.ATTR_COMPLETE) is not True:
             raise ConfigError(f"teacher cache '{self.path}' is not marked complete (attribute 'complete'); "
                               "run `python cli.py extract` again to finish it")
@@ -149,20 +173,30 @@ class TeacherCache:
 
     def _read_whole(self, name: str) -> np.ndarray:
         """A whole dataset, through a short-lived handle unless this process already holds one."""
-        if self._file is not None and self._pid == os.getpid():
-            return self._file[name].asstr()[()] if name == layout.KEYS else self._file[name][()]
-        with h5py.File(self.path, "r") as file:
-            return file[name].asstr()[()] if name == layout.KEYS else file[name][()]
+        with self._damage_is_config_error():
+            if self._file is not None and self._pid == os.getpid():
+                return self._file[name].asstr()[()] if name == layout.KEYS else self._file[name][()]
+            with h5py.File(self.path, "r") as file:
+                return file[name].asstr()[()] if name == layout.KEYS else file[name][()]
+
+    def _checked_whole(self, name: str) -> np.ndarray:
+        """A whole dataset with every block checked against its checksum (unless verify="none")."""
+        value = self._read_whole(name)
+        if self._verify != "none" and name in layout.CHECKSUMMED:
+            rows = checksum_rows(self.attrs.get(layout.ATTR_CHECKSUM_ROWS), self.path)
+            check_blocks(self.path, name, value, self._read_whole(layout.checksum_name(name)), rows)
+        return value
 
     @property
     def keys(self) -> list[str]:
         if self._keys is None:
-            self._keys = self._read_whole(layout.KEYS).tolist()
+            self._keys = self._checked_whole(layout.KEYS).tolist()
         return self._keys
 
     def _table(self, name: str) -> np.ndarray:
+        """A whole dataset, read once and checked (`_checked_whole`)."""
         if name not in self._tables:
-            self._tables[name] = self._read_whole(name)
+            self._tables[name] = self._checked_whole(name)
         return self._tables[name]
 
     @property

@@ -10,8 +10,10 @@ Why the work file survives `kill -9` at any point:
   marked done only once its embeddings reached the file. On resume every done row is checked again
   (both views unit norm; never-written space reads as zeros) and rows that fail are redone;
 - `finalize` copies the closed work file to a temporary name beside the final path, adds the
-  identity table and positives there, marks it complete and renames it into place; the work file is
-  removed only afterwards, so an interrupted finalize loses nothing.
+  identity table and positives there, then the per-block CRC32 of every dataset (`cache.checksums`,
+  computed from that copy, so they describe the bytes published), marks it complete and renames it
+  into place; the work file is removed only afterwards, so an interrupted finalize loses nothing (its
+  temporary copy is deleted by the next write into the folder, `common.atomic`).
 A work file that cannot be opened or lacks part of the layout is discarded with a warning and the
 extraction starts over: losing work is acceptable, a corrupt final cache is not.
 """
@@ -30,6 +32,7 @@ import h5py
 import numpy as np
 
 from cache import layout
+from cache.checksums import write_checksums
 from cache.identity import identity_csr
 from cache.paths import partial_path
 from common.atomic import atomic_path
@@ -192,7 +195,7 @@ class CacheWriter:
         for name in (*layout.FINGERPRINT_ATTRS, layout.ATTR_FORMAT_VERSION):
             if name not in stored:
                 return f"lacks the '{name}' attribute"
-        if stored[layout.ATTR_FORMAT_VERSION] != layout.FORMAT_VERSION:
+        if stored[layout.ATTR_FORMAT_VERSION] not in layout.PARTIAL_FORMAT_VERSIONS:
             return f"has format_version {stored[layout.ATTR_FORMAT_VERSION]}, not {layout.FORMAT_VERSION}"
         emb = file[layout.EMBEDDINGS]
         n = emb.shape[0]
@@ -373,6 +376,7 @@ class CacheWriter:
                 f.create_dataset(layout.POSITIVE_SIMS, data=sims.astype(np.float16), track_times=False)
                 for name, value in self._attrs.items():
                     f.attrs[name] = layout.encode_attr(value)
+                write_checksums(f, self.chunk_rows)
                 f.attrs[layout.ATTR_COMPLETE] = True
         with contextlib.suppress(FileNotFoundError):
             self.partial.unlink()

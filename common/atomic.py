@@ -1,19 +1,108 @@
-"""Atomic file writes: write to a temporary name in the same folder, fsync, then rename."""
+"""Atomic file writes: write to a temporary name in the same folder, fsync, then rename.
+
+A temporary is named `.{final name}.{pid}@{host}.{random}.tmp` after the process that writes it. A
+write killed before its rename (`kill -9`, power loss) leaves its temporary behind, up to the full
+size of the file (a teacher cache's finalisation copy); `remove_stale_temporaries` deletes those
+whose writer no longer runs, and `atomic_path` calls it before every write, so the next write into
+the folder cleans up. What is removed, and what is never touched:
+
+- `.{name}.{pid}@{host}.{random}.tmp` of any `name` in the folder, when `host` is this machine and
+  no process `pid` runs (a live writer, this process included, keeps its file; a temporary of
+  another machine writing to a shared folder is left alone, its writer cannot be checked from here);
+- `.{final name}.{pid}.{random}.tmp` (no host) is taken as this machine's and treated the same way,
+  but only for the final name being written;
+- `.{final name}.{random}.tmp`, the names of versions before the PID was added (8 characters of
+  `tempfile`'s alphabet): removed when not modified for `UNNAMED_STALE_AGE_S`, since a live writer
+  keeps touching its file.
+A PID reused by an unrelated process only delays the removal until that process ends. Processes on
+one machine with separate PID namespaces (containers) sharing a folder must have distinct host names.
+"""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "localhost"
+UNNAMED_STALE_AGE_S = 24 * 3600.0
+_TAGGED = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[a-z0-9_]{8}\.tmp$")
+_OWN_TAGGED = re.compile(r"^(?P<pid>\d+)(?:@(?P<host>[A-Za-z0-9-]+))?\.[^.]+\.tmp$")
+_OWN_UNTAGGED = re.compile(r"^[a-z0-9_]{8}\.tmp$")
+
+
+def _pid_runs(pid: int) -> bool:
+    """Whether process `pid` may be running here (True whenever it cannot be told)."""
+    if pid <= 0 or pid == os.getpid() or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs under another user
+        return True
+    return True
+
+
+def _is_stale(entry: os.DirEntry[str], own_prefix: str, now: float) -> bool:
+    """Whether `entry` is a temporary of this module whose writer is gone (module docstring)."""
+    name = entry.name
+    if name.startswith(own_prefix):
+        rest = name[len(own_prefix):]
+        match = _OWN_TAGGED.match(rest)
+        if match and match["host"] in (None, HOST):
+            return not _pid_runs(int(match["pid"]))
+        if _OWN_UNTAGGED.match(rest):
+            return now - entry.stat(follow_symlinks=False).st_mtime > UNNAMED_STALE_AGE_S
+    tagged = _TAGGED.match(name)
+    return bool(tagged and tagged["host"] == HOST and not _pid_runs(int(tagged["pid"])))
+
+
+def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries in `final`'s folder left by writers that no longer run; returns them.
+
+    Never fails the caller: a file that cannot be inspected or removed is logged and kept.
+    """
+    final = Path(final)
+    removed: list[Path] = []
+    own_prefix = f".{final.name}."
+    now = time.time()
+    try:
+        entries = [e for e in os.scandir(final.parent) if e.name.startswith(".") and e.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False) or not _is_stale(entry, own_prefix, now):
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            log.warning("cannot remove stale temporary file %s: %s", entry.path, e)
+            continue
+        log.info("removed %s, a temporary file left by an interrupted write", entry.path)
+        removed.append(Path(entry.path))
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside `final`; on success it is renamed over `final`, on error removed."""
+    """Yield a temporary path beside `final`; on success it is renamed over `final`, on error removed.
+
+    Temporaries of earlier writes into the same folder whose writer no longer runs are removed first.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    remove_stale_temporaries(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}@{HOST}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -31,9 +120,11 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `final` atomically."""
     with atomic_path(final) as tmp:
         tmp.write_bytes(data)
 
 
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
+    """Write `text` (UTF-8) to `final` atomically."""
     atomic_write_bytes(final, text.encode("utf-8"))

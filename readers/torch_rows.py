@@ -1,23 +1,18 @@
 """A torch `Dataset` view of selected rows of a `FaceDataset`, tolerant of corrupt images."""
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from readers.base import CorruptImageError, FaceDataset
 
-log = logging.getLogger(__name__)
-
 
 class ImageRows(Dataset):
-    """Item i is (image uint8 [H, W, 3], label, row, ok) for row `rows[i]` (all rows when None).
+    """Item i is (image uint8 [H, W, 3], label, row, ok, reason) for row `rows[i]` (all rows when None).
 
-    An undecodable image comes back as zeros with ok=False; `dataset.keys[row]` names it, and the
-    reason (truncated, not an image, too large, ...) is logged as a warning when it is read, since
-    the item itself carries only the flag.
+    An undecodable image comes back as zeros with ok=False and the reason it failed (truncated, not
+    an image, too large, ...); `dataset.keys[row]` names it. reason is "" for a good image.
     """
 
     def __init__(self, dataset: FaceDataset, rows: np.ndarray | None = None) -> None:
@@ -28,14 +23,11 @@ class ImageRows(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, bool]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int, bool, str]:
         row = int(self.rows[i])
         size = self.dataset.image_size
         try:
-            image = torch.from_numpy(self.dataset.load(row))
-            ok = True
+            return torch.from_numpy(self.dataset.load(row)), int(self.dataset.labels[row]), row, True, ""
         except CorruptImageError as e:
-            log.warning("row %d: %s", row, e)
-            image = torch.zeros((size, size, 3), dtype=torch.uint8)
-            ok = False
-        return image, int(self.dataset.labels[row]), row, ok
+            blank = torch.zeros((size, size, 3), dtype=torch.uint8)
+            return blank, int(self.dataset.labels[row]), row, False, e.reason

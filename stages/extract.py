@@ -25,12 +25,14 @@ from cache import (
     config_path,
     identity_csr,
     index_path,
+    load_index,
+    partial_path,
     quality_path,
     quality_report,
     save_index,
 )
 from checkpoints import seed_everything
-from common.atomic import atomic_write_text
+from common.atomic import atomic_write_text, remove_stale_temporaries
 from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, config_hash, save_resolved
 from models import Embedder, build_teacher
@@ -76,14 +78,19 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
     fingerprint = cache_fingerprint(cfg, dict(dataset.describe(), image_size=cfg.data.image_size),
                                     teacher.fingerprint())
 
+    for final in (out, partial_path(out)):  # temporaries of killed writes (a finalisation copy: the cache's size)
+        remove_stale_temporaries(final)
     if out.exists():
-        with TeacherCache(out, in_ram="never") as existing:
+        with TeacherCache(out, in_ram="never", verify="full") as existing:
             existing.check_matches(fingerprint)
             rows_done = existing.rows_done
-        if idx_file.exists() and report_file.exists():
-            log.info("cache %s is complete and matches this teacher and data: nothing to do", out)
-        else:
+        problem = _index_problem(idx_file)
+        if problem or not report_file.exists():
+            if problem:
+                log.warning("%s; building it again from the cache", problem)
             _index_and_report(cfg, out, idx_file, report_file)
+        else:
+            log.info("cache %s is complete, intact and matches this teacher and data: nothing to do", out)
         return _summary(out, idx_file, report_file, rows_done, n - rows_done, 0.0, reused=True)
 
     save_resolved(cfg, out.parent, config_path(out).name)
@@ -116,16 +123,30 @@ def embed_rows(writer: CacheWriter, dataset: Any, pending: np.ndarray, teacher: 
     loader = DataLoader(ImageRows(dataset, pending), batch_size=cfg.teacher.batch_size, shuffle=False,
                         num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
     bar = tqdm(total=len(pending), unit="img", desc="extract", dynamic_ncols=True)
-    for images, _labels, rows, ok in loader:
+    for images, _labels, rows, ok, reasons in loader:
         ok = ok.bool()
-        for r in rows[~ok].tolist():
+        for k in torch.nonzero(~ok).flatten().tolist():
+            r = int(rows[k])
             if strict:
-                raise PipelineError(f"unreadable image at row {r} (key {dataset.keys[r]!r}); --strict is set")
-            log.warning("skipping unreadable image: row %d, key %s", r, dataset.keys[r])
+                raise PipelineError(f"unreadable image at row {r} (key {dataset.keys[r]!r}): {reasons[k]}; "
+                                    "--strict is set")
+            log.warning("skipping unreadable image: row %d, key %s: %s", r, dataset.keys[r], reasons[k])
         if ok.any():
-            writer.write(rows[ok].numpy(), *_embed_views(teacher, images[ok]))
+            units, norms = _embed_views(teacher, images[ok])
+            check_outputs(norms, rows[ok].numpy(), dataset.keys)
+            writer.write(rows[ok].numpy(), units, norms)
         bar.update(len(rows))
     bar.close()
+
+
+def check_outputs(norms: np.ndarray, rows: np.ndarray, keys: list[str]) -> None:
+    """PipelineError naming the first row whose teacher output is all zeros or not finite (norms [b, 2])."""
+    bad = ~(np.isfinite(norms) & (norms > 0)).all(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise PipelineError(f"the teacher's output for row {int(rows[k])} (key {keys[int(rows[k])]!r}) is unusable: "
+                            f"view norms {norms[k].tolist()} (all-zero or NaN embeddings); check teacher.weights "
+                            "and the preprocessing keys (teacher.mean, teacher.std, teacher.color, input_layout)")
 
 
 def finalize(writer: CacheWriter, dataset: Any, cfg: PipelineConfig) -> np.ndarray:
@@ -140,9 +161,23 @@ def finalize(writer: CacheWriter, dataset: Any, cfg: PipelineConfig) -> np.ndarr
     return done
 
 
+def _index_problem(idx_file: Path) -> str:
+    """Why the index cannot be reused (missing, changed since written, unreadable), or '' when it can."""
+    if not idx_file.exists():
+        return f"FAISS index '{idx_file}' does not exist"
+    try:
+        load_index(idx_file)
+    except ConfigError as e:
+        return str(e)
+    return ""
+
+
 def _index_and_report(cfg: PipelineConfig, cache_file: Path, idx_file: Path, report_file: Path) -> None:
-    """Build the FAISS index (ids = cache rows) and the data-quality report from a finished cache."""
-    with TeacherCache(cache_file, in_ram="never") as cache:
+    """Build the FAISS index (ids = cache rows) and the data-quality report from a finished cache.
+
+    The cache was just written or fully checked by the caller, so it is opened without a new check.
+    """
+    with TeacherCache(cache_file, in_ram="never", verify="none") as cache:
         emb0 = cache.read_view(0)
         done = np.asarray(cache.done, dtype=bool)
         labels = np.asarray(cache.labels)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cache import build_index, load_index, save_index
+from cache.paths import index_checksum_path
 from common.errors import ConfigError
 
 
@@ -25,9 +26,27 @@ def test_index_search_matches_numpy_and_round_trips(tmp_path: Path, kind: str) -
     np.testing.assert_allclose(sims, np.take_along_axis(brute, want, axis=1), atol=1e-5)
     target = tmp_path / "teacher.faiss"
     save_index(index, target)
-    assert [p.name for p in tmp_path.iterdir()] == ["teacher.faiss"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["teacher.faiss", "teacher.faiss.sha256"]
     loaded = load_index(target)
     assert loaded.ntotal == 400
     np.testing.assert_array_equal(loaded.search(queries, 5)[1], found)
     with pytest.raises(ConfigError, match="missing.faiss"):
         load_index(tmp_path / "missing.faiss")
+
+
+def test_a_changed_index_file_is_refused_naming_it(tmp_path: Path) -> None:
+    emb = np.random.default_rng(3).standard_normal((50, 8)).astype(np.float32)
+    target = save_index(build_index(emb), tmp_path / "teacher.faiss")
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte in the vectors: faiss still reads it
+    target.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=r"teacher\.faiss.*checksum"):
+        load_index(target)
+    target.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    with pytest.raises(ConfigError, match=r"teacher\.faiss"):
+        load_index(target)
+    save_index(build_index(emb), target)
+    assert load_index(target).ntotal == 50
+    index_checksum_path(target).unlink()
+    with pytest.raises(ConfigError, match=r"teacher\.faiss\.sha256"):
+        load_index(target)

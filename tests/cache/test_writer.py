@@ -292,3 +292,19 @@ def test_a_work_file_in_use_by_another_process_is_refused(tmp_path: Path) -> Non
         holder.kill()
         holder.wait()
     assert partial_path(path).exists()
+
+
+def test_a_format_2_work_file_resumes_and_is_finished_as_the_current_format(tmp_path: Path) -> None:
+    data = make_data()
+    path = tmp_path / "teacher.h5"
+    writer = open_writer(path, data, "float16")
+    write_rows(writer, data, np.arange(20))
+    writer.close()
+    with h5py.File(partial_path(path), "r+") as f:  # written before checksums were added (same work-file layout)
+        f.attrs[layout.ATTR_FORMAT_VERSION] = 2
+    writer = open_writer(path, data, "float16")
+    assert writer.resumed and writer.rows_done == 20
+    write_rows(writer, data, writer.pending_rows())
+    finish(writer, data)
+    cache = TeacherCache(path, verify="full")
+    assert cache.attrs["format_version"] == layout.FORMAT_VERSION == 3 and cache.attrs["checksum_rows"] == 8

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
+import torch
 
 from tests.conftest import invoke, tiny_settings
 
@@ -58,11 +61,12 @@ def test_extract_skips_corrupt_image_unless_strict(tmp_path: Path, teacher_weigh
                                                                    "train.batch_size=8"]
     code, out, _ = invoke("extract", settings + [f"run.dir={tmp_path / 'strict'}",
                                                  f"cache.path={tmp_path / 'strict' / 't.h5'}"], "--strict")
-    assert code == 1 and key in out
+    assert code == 1 and key in out and "not an image" in out
     assert not (tmp_path / "strict" / "t.h5").exists()
     code, out, summary = invoke("extract", settings)
     assert code == 0, out
     assert summary["rows"] == 23 and summary["skipped"] == 1
+    assert f"skipping unreadable image: row 5, key {key}: not an image" in out
     report = json.loads(Path(summary["report"]).read_text())
     assert key in json.dumps(report["skipped"])
     with h5py.File(summary["cache"], "r") as f:
@@ -82,3 +86,63 @@ def test_extract_rebuilds_missing_index_without_redoing_the_cache(extracted: tup
     assert code == 0, out
     assert summary["reused"] is True and Path(summary["index"]).exists()
     assert Path(first["cache"]).stat().st_mtime_ns == before
+
+
+def test_extract_refuses_a_finished_cache_with_corrupted_embeddings(tmp_path: Path, teacher_weights: Path) -> None:
+    settings = tiny_settings(tmp_path / "run", teacher_weights) + ["cache.chunk_rows=8"]
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    with h5py.File(summary["cache"], "r+") as f:  # a row of norm 5 instead of 1: the bytes changed on disk
+        f["embeddings"][30] = 5.0 * f["embeddings"][30]
+    code, out, _ = invoke("extract", settings)
+    assert code == 2, out
+    assert summary["cache"] in out and "rows 24..31" in out and "delete it" in out
+    assert "Traceback" not in out
+
+
+def test_extract_rebuilds_an_index_of_random_bytes(extracted: tuple[Path, list[str], dict]) -> None:
+    from cache import load_index
+
+    _run, settings, first = extracted
+    before = Path(first["cache"]).stat().st_mtime_ns
+    Path(first["index"]).write_bytes(np.random.default_rng(0).bytes(4096))
+    code, out, summary = invoke("extract", settings)
+    assert code == 0, out
+    assert summary["reused"] is True and "nothing to do" not in out
+    assert load_index(summary["index"]).ntotal == 48
+    assert Path(first["cache"]).stat().st_mtime_ns == before
+
+
+def test_extract_removes_temporaries_left_by_killed_writers(extracted: tuple[Path, list[str], dict]) -> None:
+    import subprocess
+    import sys
+
+    _run, settings, first = extracted
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    folder = Path(first["cache"]).parent
+    stale = folder / f".teacher.h5.{child.pid}.x.tmp"
+    live = folder / f".teacher.h5.{os.getpid()}.y.tmp"
+    for p in (stale, live):
+        p.write_bytes(b"\0" * 4096)
+    code, out, _ = invoke("extract", settings)
+    assert code == 0, out
+    assert not stale.exists() and live.exists()
+    live.unlink()
+
+
+@pytest.mark.parametrize("value", [0.0, float("nan")])
+def test_a_teacher_giving_zero_or_nan_outputs_is_named(tmp_path: Path, teacher_weights: Path, value: float,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.embedder
+
+    real = models.embedder.TorchEmbedder._forward
+
+    def broken(self: models.embedder.TorchEmbedder, batch: torch.Tensor) -> torch.Tensor:
+        out = real(self, batch)
+        return torch.full_like(out, value) if batch.shape[0] > 1 else out  # the one-image probe stays fine
+
+    monkeypatch.setattr(models.embedder.TorchEmbedder, "_forward", broken)
+    code, out, _ = invoke("extract", tiny_settings(tmp_path, teacher_weights))
+    assert code == 1, out
+    assert "output for row 0" in out and "view norms" in out and "Traceback" not in out

@@ -47,7 +47,7 @@ def test_deterministic_regardless_of_order_and_instance() -> None:
 
 def test_image_rows_over_synthetic() -> None:
     ds = SyntheticDataset(2, 3, 16, 0, 1.0)
-    images, labels, rows, oks = next(iter(DataLoader(ImageRows(ds, np.array([5, 0])), batch_size=2)))
+    images, labels, rows, oks, _ = next(iter(DataLoader(ImageRows(ds, np.array([5, 0])), batch_size=2)))
     assert images.dtype == torch.uint8 and images.shape == (2, 16, 16, 3)
     assert labels.tolist() == [1, 0] and rows.tolist() == [5, 0] and oks.all()
     assert np.array_equal(images[0].numpy(), ds.load(5))
