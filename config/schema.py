@@ -127,6 +127,10 @@ class EvalConfig:
     model: str = "student"  # student | teacher | cache | <checkpoint path>
     batch_size: int = 256
     nfolds: int = 10
+    # IJB-B / IJB-C roots in `pairs`: insightface's three switches, at its defaults
+    ijb_flip_test: bool = True  # image feature = emb(image) + emb(flip), else emb(image)
+    ijb_norm_score: bool = True  # keep image feature norms; false: L2-normalise each image feature first
+    ijb_detector_score: bool = True  # weight each image feature by its detector score
 
 
 @dataclass

@@ -99,3 +99,24 @@ def test_evaluate_usage_errors(tmp_path: Path, pair_sets: tuple[Path, Path]) -> 
     evil.write_bytes(b"cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
     code, out, _ = invoke("evaluate", tiny_settings(tmp_path) + [f"eval.pairs=[\"{evil}\"]", "eval.model=teacher"])
     assert code == 2 and not (tmp_path / "pwned").exists()
+
+
+def test_evaluate_an_ijb_root_beside_a_pair_file(tmp_path: Path, teacher_weights: Path,
+                                                 pair_sets: tuple[Path, Path]) -> None:
+    """An `eval.pairs` entry that is a folder is an IJB root: aligned to 112, resized by the teacher to 16."""
+    from tests.evaluation.test_ijb import write_ijb_root
+
+    root = write_ijb_root(tmp_path / "IJBB", name="ijbb", identities=4, templates_per_identity=2).root
+    settings = tiny_settings(tmp_path / "run", teacher_weights) + [f"eval.pairs=[\"{pair_sets[0]}\", \"{root}\"]"]
+    code, out, summary = invoke("evaluate", settings + ["eval.model=teacher"])
+    assert code == 0, out
+    assert set(summary["sets"]) == {"heldout", "ijbb"}
+    record = summary["sets"]["ijbb"]
+    assert (record["templates"], record["template_pairs"]) == (8, 28)
+    assert set(record["tar_at_far"]) == {"1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1"}
+    assert record["tar_at_far"]["1e-1"] is not None and record["tar_at_far"]["1e-2"] is None  # 24 impostor pairs
+    assert 0.0 <= record["auc"] <= 1.0 and Path(record["roc_plot"]).exists()
+    assert sorted(p.name for p in (tmp_path / "run" / "eval" / "teacher_ijbb_work").glob("chunk_*.npy")) == [
+        "chunk_000000.npy"]
+    code, out, _ = invoke("evaluate", settings + ["eval.model=cache"])
+    assert code == 2 and "IJB root" in out

@@ -1,0 +1,102 @@
+"""Face alignment: a loose crop and its five landmarks -> the ArcFace 112x112 aligned face.
+
+As insightface aligns IJB crops: the similarity transform (rotation, uniform scale, shift) that maps the
+five landmarks onto the ArcFace reference points in the least-squares sense (Umeyama's estimate, by
+`skimage.transform.SimilarityTransform`), then a bilinear warp with a constant black border. insightface
+warps with OpenCV's `warpAffine`, whose fixed-point bilinear weights can differ from this float warp by
+one grey level; pixel centres are at integer coordinates in both.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage.transform import SimilarityTransform, warp
+
+from common.errors import ConfigError
+from readers.base import MAX_IMAGE_PIXELS
+
+ALIGNED_SIZE = 112
+# ArcFace's five reference points (x, y) in pixels of the 112x112 aligned face: left eye, right eye,
+# nose tip, left and right mouth corners.
+ARCFACE_TEMPLATE = np.array([
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+], dtype=np.float64)
+
+
+def similarity_to_template(landmarks: np.ndarray, template: np.ndarray = ARCFACE_TEMPLATE) -> np.ndarray:
+    """The least-squares similarity from landmark to template coordinates, as a 3x3 matrix (float64).
+
+    landmarks, template: [5, 2] (x, y) in pixels; returns M with [x', y', 1] = M @ [x, y, 1], x, y in the
+    loose crop and x', y' in the aligned face. ValueError when the points do not determine a
+    similarity (e.g. all five equal, or not finite).
+    """
+    src = np.asarray(landmarks, dtype=np.float64)
+    dst = np.asarray(template, dtype=np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2:
+        raise ValueError(f"landmarks {src.shape} and template {dst.shape} must both be [K, 2]")
+    if not np.isfinite(src).all():
+        raise ValueError("landmarks must be finite")
+    if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26
+        tform = SimilarityTransform.from_estimate(src, dst)
+        ok = bool(tform)
+    else:  # pragma: no cover - scikit-image 0.22 .. 0.25
+        tform = SimilarityTransform()
+        ok = bool(tform.estimate(src, dst))
+    params = getattr(tform, "params", None)
+    if not ok or params is None or not np.isfinite(params).all() or abs(np.linalg.det(params[:2, :2])) < 1e-12:
+        raise ValueError(f"cannot estimate a similarity transform from landmarks {src.tolist()}")
+    return np.array(params, dtype=np.float64)
+
+
+def warp_similarity(image: np.ndarray, matrix: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """Warp uint8 [H, W, 3] by `matrix` (3x3, input -> output pixel coordinates) to uint8 [size, size, 3].
+
+    Output pixel (x', y') takes the bilinear interpolation of the input at M^-1 [x', y', 1]; outside the
+    input it is 0. Values are rounded to the nearest integer.
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
+    inverse = SimilarityTransform(matrix=np.linalg.inv(matrix))
+    out = warp(image, inverse, output_shape=(size, size), order=1, mode="constant", cval=0.0,
+               preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """A loose crop uint8 [H, W, 3] RGB and its landmarks [5, 2] (x, y pixels) -> aligned uint8 [size, size, 3].
+
+    The template is ARCFACE_TEMPLATE scaled by size / 112 (insightface's rule for other sizes).
+    """
+    matrix = similarity_to_template(landmarks, ARCFACE_TEMPLATE * (size / ALIGNED_SIZE))
+    return warp_similarity(image, matrix, size)
+
+
+def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
+    """An image file as uint8 [H, W, 3] RGB at its own size.
+
+    ConfigError naming the file when it cannot be read or decoded, or has more than `max_pixels`
+    pixels (default `readers.base.MAX_IMAGE_PIXELS`, checked from the header before decoding).
+    """
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > limit:
+                raise ConfigError(f"image {path} is too large: {width} x {height} pixels > {limit}")
+            im.load()
+            rgb = im.convert("RGB")
+    except ConfigError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        raise ConfigError(f"image {path} cannot be read or decoded: {e}") from None
+    return np.asarray(rgb, dtype=np.uint8)

@@ -1,0 +1,104 @@
+"""`evaluation.ijb.align`: similarity estimate to the ArcFace template and the 112x112 warp."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.transform import ProjectiveTransform, warp
+
+from common.errors import ConfigError
+from evaluation.ijb.align import ARCFACE_TEMPLATE, align_face, load_rgb, similarity_to_template
+
+
+def similarity(scale: float, degrees: float, tx: float, ty: float) -> np.ndarray:
+    """3x3 matrix of x -> scale * R(degrees) x + (tx, ty)."""
+    c, s = scale * math.cos(math.radians(degrees)), scale * math.sin(math.radians(degrees))
+    return np.array([[c, -s, tx], [s, c, ty], [0.0, 0.0, 1.0]])
+
+
+def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return (np.c_[points, np.ones(len(points))] @ matrix.T)[:, :2]
+
+
+def smooth_image(height: int, width: int) -> np.ndarray:
+    """A low-frequency colour pattern: bilinear interpolation of it is nearly exact."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    channels = [np.sin(x / 9.0) * np.cos(y / 11.0), np.sin((x + y) / 13.0), np.cos((x - 2 * y) / 17.0)]
+    return np.clip(np.rint(127.5 + 100 * np.stack(channels, -1)), 0, 255).astype(np.uint8)
+
+
+def forward_warp(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The test's own loose crop: output(p) = image(matrix^-1 p), bilinear."""
+    out = warp(image, ProjectiveTransform(matrix=np.linalg.inv(matrix)), output_shape=shape, order=1,
+               preserve_range=True)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def test_identity_landmarks_leave_an_aligned_face_unchanged() -> None:
+    face = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    np.testing.assert_allclose(similarity_to_template(ARCFACE_TEMPLATE), np.eye(3), atol=1e-9)
+    np.testing.assert_array_equal(align_face(face, ARCFACE_TEMPLATE), face)
+
+
+@pytest.mark.parametrize("params", [(1.6, 25.0, 30.0, 12.0), (0.7, -40.0, 5.0, 60.0), (2.3, 170.0, 300.0, 40.0)])
+def test_landmarks_of_a_known_similarity_map_back_to_the_template(params: tuple[float, float, float, float]) -> None:
+    s_matrix = similarity(*params)
+    landmarks = apply(s_matrix, ARCFACE_TEMPLATE)
+    estimated = similarity_to_template(landmarks)
+    np.testing.assert_allclose(estimated, np.linalg.inv(s_matrix), atol=1e-9)
+    np.testing.assert_allclose(apply(estimated, landmarks), ARCFACE_TEMPLATE, atol=1e-9)
+
+
+def test_aligning_a_warped_face_gives_the_face_back() -> None:
+    face = smooth_image(112, 112)
+    s_matrix = similarity(1.7, 20.0, 80.0, 25.0)  # the whole face inside the crop
+    loose = forward_warp(face, s_matrix, (280, 270))
+    aligned = align_face(loose, apply(s_matrix, ARCFACE_TEMPLATE))
+    inner = (slice(1, -1), slice(1, -1))  # the outermost pixels mix in the black beyond the warped face
+    diff = np.abs(aligned[inner].astype(int) - face[inner].astype(int))
+    assert diff.mean() < 0.1 and diff.max() <= 2
+
+
+def test_dots_at_the_landmarks_land_on_the_template() -> None:
+    """Gaussian dots drawn at the loose-crop landmarks end up at the template points after alignment."""
+    s_matrix = similarity(1.4, -15.0, 20.0, 35.0)
+    landmarks = apply(s_matrix, ARCFACE_TEMPLATE)
+    y, x = np.mgrid[0:230, 0:220].astype(np.float64)
+    sigma = 1.4 * 1.5  # 1.5 px after alignment
+    dots = sum(np.exp(-((x - px) ** 2 + (y - py) ** 2) / (2 * sigma ** 2)) for px, py in landmarks)
+    loose = np.repeat(np.rint(255 * np.clip(dots, 0, 1))[..., None], 3, axis=2).astype(np.uint8)
+    aligned = align_face(loose, landmarks)[..., 0].astype(np.float64)
+    ay, ax = np.mgrid[0:112, 0:112].astype(np.float64)
+    for tx, ty in ARCFACE_TEMPLATE:
+        window = (np.abs(ax - tx) <= 5) & (np.abs(ay - ty) <= 5)
+        weight = aligned * window
+        centre = np.array([(weight * ax).sum(), (weight * ay).sum()]) / weight.sum()
+        assert np.linalg.norm(centre - [tx, ty]) < 0.25
+
+
+def test_noisy_landmarks_give_the_least_squares_similarity() -> None:
+    """x' = a x - b y + tx, y' = b x + a y + ty fitted by linear least squares (the test's own solver)."""
+    rng = np.random.default_rng(3)
+    landmarks = apply(similarity(1.3, 10.0, 15.0, 9.0), ARCFACE_TEMPLATE) + rng.normal(0, 2.0, (5, 2))
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(landmarks, ARCFACE_TEMPLATE, strict=True):
+        rows += [[x, -y, 1, 0], [y, x, 0, 1]]
+        rhs += [u, v]
+    a, b, tx, ty = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
+    expected = np.array([[a, -b, tx], [b, a, ty], [0, 0, 1]])
+    np.testing.assert_allclose(similarity_to_template(landmarks), expected, atol=1e-9)
+
+
+def test_degenerate_landmarks_and_bad_images_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        similarity_to_template(np.full((5, 2), 7.0))
+    with pytest.raises(ValueError):
+        similarity_to_template(np.full((5, 2), np.nan))
+    bad = tmp_path / "1.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ConfigError, match="1.jpg"):
+        load_rgb(bad)
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_rgb(tmp_path / "missing.jpg")
