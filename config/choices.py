@@ -100,7 +100,7 @@ RANGES: dict[str, Range] = {
     "train.weight_decay": NON_NEGATIVE, "train.warmup_steps": NON_NEGATIVE, "train.gamma": POSITIVE,
     "train.grad_clip": NON_NEGATIVE, "train.checkpoint_every": AT_LEAST_ONE, "train.log_every": AT_LEAST_ONE,
     "train.eval_every": NON_NEGATIVE,
-    "eval.batch_size": AT_LEAST_ONE, "eval.nfolds": Range(2),
+    "eval.batch_size": AT_LEAST_ONE, "eval.nfolds": Range(2), "eval.n_boot": AT_LEAST_ONE,
     "demo.teacher_embedding_size": AT_LEAST_ONE, "demo.teacher_epochs": POSITIVE, "demo.teacher_lr": POSITIVE,
     "demo.student_embedding_size": AT_LEAST_ONE, "demo.student_epochs": POSITIVE,
     "demo.warmup_steps": NON_NEGATIVE, "demo.scale": POSITIVE, "demo.fcd_weight": NON_NEGATIVE,

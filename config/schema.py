@@ -124,7 +124,9 @@ class TrainConfig:
 class EvalConfig:
     pairs: list[str] = field(default_factory=list)
     root: str = ""
-    model: str = "student"  # student | teacher | cache | <checkpoint path>
+    # student | teacher | cache | <path>, or a list of them: several models are compared with each other
+    model: list[str] = field(default_factory=lambda: ["student"])
+    n_boot: int = 1000  # paired-bootstrap replicates of each comparison (over identities)
     batch_size: int = 256
     nfolds: int = 10
     # IJB-B / IJB-C roots in `pairs`: insightface's three switches, at its defaults

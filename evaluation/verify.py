@@ -31,6 +31,7 @@ class SetResult:
     record: dict[str, Any]
     fpr: np.ndarray
     tpr: np.ndarray
+    scores: np.ndarray  # [P] float64 pair scores, minus the squared L2 distance (higher = more alike)
     intra: np.ndarray = field(default_factory=lambda: np.zeros(0))  # same-identity cosines (all pairs)
     inter: np.ndarray = field(default_factory=lambda: np.zeros(0))  # different-identity cosines (sample)
 
@@ -55,8 +56,9 @@ def evaluate_set(pair_set: PairSet, emb: np.ndarray, name: str, nfolds: int = 10
     e1, e2 = emb[pair_set.idx1], emb[pair_set.idx2]
     full = summarize(e1, e2, pair_set.issame, nfolds=nfolds, fars=tuple(fars))
     record = {k: v for k, v in full.items() if k not in ("thresholds", "fold_accuracies")}
-    fpr, tpr = roc_curve(-squared_l2_distance(e1, e2).astype(np.float64), pair_set.issame)
-    result = SetResult(name, record, fpr, tpr)
+    scores = -squared_l2_distance(e1, e2).astype(np.float64)
+    fpr, tpr = roc_curve(scores, pair_set.issame)
+    result = SetResult(name, record, fpr, tpr, scores)
     if distributions and pair_set.labels is not None:
         record["similarity"] = similarity_stats(emb, pair_set.labels)
         result.intra = intra_class_similarities(emb, pair_set.labels)

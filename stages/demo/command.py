@@ -102,10 +102,10 @@ def train_student(base: PipelineConfig, name: str, seed: int, root: Path, timing
     """Train (or reuse) one student of `STUDENTS` and evaluate it."""
     command, changes = STUDENTS[name]
     run_dir = root / f"seed{seed}" / name
-    cfg = derive(base, {"run.dir": str(run_dir), "run.seed": seed, "eval.model": "student",
+    cfg = derive(base, {"run.dir": str(run_dir), "run.seed": seed, "eval.model": ["student"],
                         "train.resume": "auto", **changes})
     run = timed(timings, f"seed{seed}_{name}_s", run_train if command == "train" else run_distill, cfg)
-    embedder, _ = build_embedder(cfg, device)
+    embedder, _ = build_embedder(cfg, "student", device)
     assert embedder is not None
     return ModelResult(evaluate_held_out(embedder, pair_set, images, cfg), run["images_per_s"],
                        training_compactness(cfg, embedder, TRAIN_COMPACTNESS_ROWS, run_dir, name),
@@ -128,8 +128,8 @@ def run_demo(cfg: PipelineConfig, quick: bool = False) -> dict[str, Any]:
     base = derive(cfg, {"teacher.weights": teacher_run["backbone"], "cache.path": str(root / "cache" / "teacher.h5")})
     save_resolved(base, root)  # `--config <run.dir>/config.toml`: the demo's teacher, cache and preset
     extract = timed(timings, "extract_s", run_extract, derive(base, {"run.dir": str(root / "cache")}))
-    teacher_cfg = derive(base, {"eval.model": "teacher", "run.dir": str(teacher_dir)})
-    teacher, _ = build_embedder(teacher_cfg, device)
+    teacher_cfg = derive(base, {"eval.model": ["teacher"], "run.dir": str(teacher_dir)})
+    teacher, _ = build_embedder(teacher_cfg, "teacher", device)
     assert teacher is not None
     results = {"teacher": ModelResult(evaluate_held_out(teacher, pair_set, images, teacher_cfg),
                                       teacher_run["images_per_s"])}

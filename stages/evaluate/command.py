@@ -2,17 +2,20 @@
 and IJB-B / IJB-C 1:1 verification on insightface release folders."""
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_text
 from common.errors import ConfigError
 from config import PipelineConfig, save_resolved
+from evaluation.bootstrap import paired_bootstrap
 from evaluation.ijb import IjbOptions, detect_ijb_name, evaluate_ijb
 from evaluation.ijb.metrics import thin_roc
 from evaluation.pairs import PairSet, load_pair_set
 from evaluation.plots import plot_roc
-from evaluation.verify import evaluate_sets
+from evaluation.verify import DEFAULT_FARS, SetResult, evaluate_sets
 from models.device import resolve_device
 from models.embedder import Embedder
 from stages.evaluate.embedders import build_embedder, cache_embeddings
@@ -58,30 +61,40 @@ def evaluate_ijb_roots(cfg: PipelineConfig, embedder: Embedder, tag: str, roots:
     return sets
 
 
-def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
-    """Evaluate `eval.model` on every set of `eval.pairs`; ROC plots and the config go to `<run.dir>/eval/`."""
-    if not cfg.eval.pairs:
-        raise ConfigError("config key 'eval.pairs' is empty: give one or more pair files (pairs.txt or .bin) "
-                          "or IJB-B / IJB-C root folders")
-    device = str(resolve_device(cfg.run.device))
-    embedder, tag = build_embedder(cfg, device)
-    out_dir = Path(cfg.run.dir) / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+def model_input_side(embedder: Embedder, pair_sets: list[PairSet]) -> int:
+    """The side pair images are decoded at: the model's own input size, never `data.image_size`.
+
+    Says once per set in the log when the stored images have another size and are resized.
+    """
+    side = embedder.preprocessing.input_size
+    for pair_set in pair_sets:
+        stored = pair_set.stored_size()
+        if stored is not None and stored != (side, side):
+            log.info("%s: images are %d x %d, resized to the model's input side %d", pair_set.name, *stored, side)
+    return side
+
+
+def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[PairSet],
+                   out_dir: Path) -> tuple[str, dict[str, Any], dict[str, SetResult]]:
+    """One `eval.model` entry on every set: its tag, its record (`model`, `sets` and, for a model other than
+    the teacher, the training-set `compactness`) and the pair-set results."""
+    embedder, tag = build_embedder(cfg, spec, device)
     save_resolved(cfg, out_dir, f"{tag}_config.toml")
+    side = model_input_side(embedder, pair_sets) if embedder is not None else cfg.data.image_size
 
     def embed(pair_set: PairSet) -> Any:
         if embedder is None:
             return cache_embeddings(cfg, pair_set)
-        return embedder.embed_fused(pair_set.decode(cfg.data.image_size), cfg.eval.batch_size)
+        return embedder.embed_fused(pair_set.decode(side), cfg.eval.batch_size)
 
     roots = ijb_roots(cfg, embedder)
-    pair_sets = [load_pair_set(p, cfg.eval.root or None) for p in cfg.eval.pairs if not Path(p).is_dir()]
     for pair_set in pair_sets:
         if pair_set.name in roots:
             raise ConfigError(f"config key 'eval.pairs': '{pair_set.source}' and the IJB root '{roots[pair_set.name]}' "
                               f"are both named '{pair_set.name}'")
+    results = evaluate_sets(pair_sets, embed, nfolds=cfg.eval.nfolds)
     sets: dict[str, Any] = {}
-    for name, result in evaluate_sets(pair_sets, embed, nfolds=cfg.eval.nfolds).items():
+    for name, result in results.items():
         roc_png = out_dir / f"{tag}_{name}_roc.png"
         plot_roc({tag: (result.fpr, result.tpr)}, roc_png, f"{name}: {tag}")
         sets[name] = {**result.record, "roc_plot": str(roc_png)}
@@ -89,7 +102,79 @@ def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
                  result.record["accuracy_std"], result.record["auc"])
     if embedder is not None and roots:  # ijb_roots refuses the cache model
         sets.update(evaluate_ijb_roots(cfg, embedder, tag, roots, out_dir))
-    summary: dict[str, Any] = {"command": "evaluate", "model": cfg.eval.model, "sets": sets}
-    if embedder is not None and cfg.eval.model != "teacher":
-        summary["compactness"] = training_compactness(cfg, embedder, TRAIN_COMPACTNESS_ROWS, out_dir, tag)
+    record: dict[str, Any] = {"model": spec, "sets": sets}
+    if embedder is not None and spec != "teacher":
+        record["compactness"] = training_compactness(cfg, embedder, TRAIN_COMPACTNESS_ROWS, out_dir, tag)
+    return tag, record, results
+
+
+def comparisons(pair_sets: list[PairSet], results: dict[str, dict[str, SetResult]], n_boot: int,
+                seed: int) -> list[dict[str, Any]]:
+    """For each set that names identities and each pair of models (a before b in `eval.model`), the
+    difference b - a in AUC and TAR@FAR with a 95% paired-bootstrap interval over identities."""
+    out: list[dict[str, Any]] = []
+    tags = list(results)
+    for k, pair_set in enumerate(pair_sets):
+        if pair_set.labels is None:
+            log.info("%s names no identities (a .bin file): no bootstrap comparison on it", pair_set.name)
+            continue
+        name = list(results[tags[0]])[k]
+        id1, id2 = pair_set.labels[pair_set.idx1], pair_set.labels[pair_set.idx2]
+        for i, a in enumerate(tags):
+            for b in tags[i + 1:]:
+                for rec in paired_bootstrap(results[a][name].scores, results[b][name].scores, pair_set.issame,
+                                            id1, id2, fars=DEFAULT_FARS, n_boot=n_boot, seed=seed):
+                    out.append({"set": name, "a": a, "b": b, "metric": rec["metric"], "a_value": rec["a"],
+                                "b_value": rec["b"], "difference": rec["difference"], "ci_low": rec["ci_low"],
+                                "ci_high": rec["ci_high"], "n_boot": rec["n_boot"], "skipped": rec["skipped"]})
+    return out
+
+
+def comparison_table(models: dict[str, Any], comps: list[dict[str, Any]]) -> str:
+    """The markdown table of several models: metrics per model and set, then each difference with its interval."""
+    lines = ["| model | set | accuracy | AUC | TAR@FAR=1e-3 | TAR@FAR=1e-4 |", "|---|---|---|---|---|---|"]
+    for tag, model in models.items():
+        for name, r in model["sets"].items():
+            tar = r.get("tar_at_far", {})
+            acc = f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}" if "accuracy_mean" in r else "n/a"
+            lines.append(f"| {tag} | {name} | {acc} | {_fmt(r.get('auc'))} | {_fmt(tar.get('1e-3'))} | "
+                         f"{_fmt(tar.get('1e-4'))} |")
+    lines += ["", "| set | metric | b - a | 95% interval (paired bootstrap over identities) |", "|---|---|---|---|"]
+    for c in comps:
+        lines.append(f"| {c['set']} | {c['metric']}: {c['b']} - {c['a']} | {_fmt(c['difference'])} | "
+                     f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}] |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
+    """Evaluate each `eval.model` on every set of `eval.pairs`; plots, configs and tables go to `<run.dir>/eval/`.
+
+    One model: the summary holds `model` and `sets`. Several: `models` (tag -> its record) and `comparisons`.
+    """
+    if not cfg.eval.pairs:
+        raise ConfigError("config key 'eval.pairs' is empty: give one or more pair files (pairs.txt or .bin) "
+                          "or IJB-B / IJB-C root folders")
+    if not cfg.eval.model:
+        raise ConfigError("config key 'eval.model' is empty: name a model (student, teacher, cache or a file)")
+    device = str(resolve_device(cfg.run.device))
+    out_dir = Path(cfg.run.dir) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pair_sets = [load_pair_set(p, cfg.eval.root or None) for p in cfg.eval.pairs if not Path(p).is_dir()]
+    models: dict[str, Any] = {}
+    results: dict[str, dict[str, SetResult]] = {}
+    for spec in cfg.eval.model:
+        tag, record, set_results = evaluate_model(cfg, spec, device, pair_sets, out_dir)
+        if tag in models:
+            raise ConfigError(f"config key 'eval.model': two entries are both called '{tag}'")
+        models[tag], results[tag] = record, set_results
+    if len(models) == 1:
+        return {"command": "evaluate", **next(iter(models.values()))}
+    comps = comparisons(pair_sets, results, cfg.eval.n_boot, cfg.run.seed)
+    summary = {"command": "evaluate", "models": models, "comparisons": comps}
+    atomic_write_text(out_dir / "comparison.md", comparison_table(models, comps))
+    atomic_write_text(out_dir / "comparison.json", json.dumps(summary, indent=1, sort_keys=True, default=str) + "\n")
     return summary

@@ -59,9 +59,9 @@ def _file_embedder(cfg: PipelineConfig, path: Path, device: str) -> Embedder:
     return student_embedder(module, cfg.student.arch, path, size, device)
 
 
-def build_embedder(cfg: PipelineConfig, device: str) -> tuple[Embedder | None, str]:
-    """The model `eval.model` names, as an embedder, and a short tag for file names (None for `cache`)."""
-    spec = cfg.eval.model
+def build_embedder(cfg: PipelineConfig, spec: str, device: str) -> tuple[Embedder | None, str]:
+    """The model `spec` (an entry of `eval.model`) names, as an embedder, and a short tag for file names
+    (None for `cache`)."""
     if spec == "cache":
         return None, "cache"
     if spec == "teacher":

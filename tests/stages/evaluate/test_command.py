@@ -120,3 +120,35 @@ def test_evaluate_an_ijb_root_beside_a_pair_file(tmp_path: Path, teacher_weights
         "chunk_000000.npy"]
     code, out, _ = invoke("evaluate", settings + ["eval.model=cache"])
     assert code == 2 and "IJB root" in out
+
+
+def test_pair_images_are_decoded_at_the_models_own_input_size(trained: list[str], pair_sets: tuple[Path, Path]) -> None:
+    """The student was trained at 16 px: `data.image_size` (an unrelated data default) changes nothing."""
+    txt, _ = pair_sets
+    records = []
+    for size in (16, 32, 112):
+        code, out, summary = invoke("evaluate", trained + [f"eval.pairs=[\"{txt}\"]", "eval.model=student",
+                                                           f"data.image_size={size}"])
+        assert code == 0, out
+        records.append({k: summary["sets"]["heldout"][k] for k in ("accuracy_mean", "accuracy_std", "auc")})
+    assert records[0] == records[1] == records[2]
+
+
+def test_several_models_are_compared_with_paired_bootstrap_intervals(trained: list[str],
+                                                                     pair_sets: tuple[Path, Path]) -> None:
+    txt, binf = pair_sets
+    run_dir = Path(next(s for s in trained if s.startswith("run.dir=")).split("=", 1)[1])
+    code, out, summary = invoke("evaluate", trained + [f"eval.pairs=[\"{txt}\", \"{binf}\"]",
+                                                       "eval.model=[\"teacher\", \"student\"]", "eval.n_boot=50"])
+    assert code == 0, out
+    assert set(summary["models"]) == {"teacher", "student"} and "sets" not in summary
+    assert set(summary["models"]["student"]["sets"]) == {"heldout", "heldout.bin"}
+    comps = summary["comparisons"]
+    assert {c["set"] for c in comps} == {"heldout"}  # the .bin names no identities
+    assert {c["metric"] for c in comps} == {"auc", "tar@1e-3", "tar@1e-4"}
+    auc = next(c for c in comps if c["metric"] == "auc")
+    assert (auc["a"], auc["b"]) == ("teacher", "student")
+    aucs = {m: summary["models"][m]["sets"]["heldout"]["auc"] for m in ("teacher", "student")}
+    assert auc["difference"] == pytest.approx(aucs["student"] - aucs["teacher"])
+    assert auc["ci_low"] <= auc["difference"] <= auc["ci_high"]
+    assert (run_dir / "eval" / "comparison.md").exists() and (run_dir / "eval" / "comparison.json").exists()
