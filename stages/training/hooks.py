@@ -162,6 +162,20 @@ class VerificationHook(Hook):
             pair_set = load_pair_set(pairs_file, cfg.eval.root or None)
             self.sets.append((pair_set, pair_set.decode(cfg.data.image_size)))
 
+    def on_start(self, run: Run) -> None:
+        """A fresh run starts the file again; a resumed one keeps the rows up to its step."""
+        path = run.run_dir / "verification.csv"
+        if not path.exists():
+            return
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= run.step]
+        if run.resumed_from is None or len(kept) < 2:
+            path.unlink()
+            return
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+
     def after_step(self, run: Run, out: StepOutput) -> None:
         every = run.cfg.train.eval_every
         if not (every and (run.step % every == 0 or run.step == run.total)):
