@@ -38,7 +38,6 @@ STUDENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "fcd_icd": ("distill", {}),
 }
 DEMO_FARS = (1e-2, 1e-3, 1e-4)
-TRAIN_COMPACTNESS_ROWS = 2000
 HELDOUT_SEED_OFFSET = 7919  # the held-out identities come from another generator seed
 
 
@@ -108,7 +107,7 @@ def train_student(base: PipelineConfig, name: str, seed: int, root: Path, timing
     embedder, _ = build_embedder(cfg, "student", device)
     assert embedder is not None
     return ModelResult(evaluate_held_out(embedder, pair_set, images, cfg), run["images_per_s"],
-                       training_compactness(cfg, embedder, TRAIN_COMPACTNESS_ROWS, run_dir, name),
+                       training_compactness(cfg, embedder, run_dir, name),
                        run["checkpoint"])
 
 

@@ -23,7 +23,6 @@ from stages.evaluate.train_compactness import training_compactness
 
 log = logging.getLogger(__name__)
 
-TRAIN_COMPACTNESS_ROWS = 2000
 IJB_CHUNK_IMAGES = 8192  # images per resumable embedding chunk of an IJB set (8192 x 2 x 512 float32 = 32 MiB)
 
 
@@ -104,7 +103,7 @@ def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[
         sets.update(evaluate_ijb_roots(cfg, embedder, tag, roots, out_dir))
     record: dict[str, Any] = {"model": spec, "sets": sets}
     if embedder is not None and spec != "teacher":
-        record["compactness"] = training_compactness(cfg, embedder, TRAIN_COMPACTNESS_ROWS, out_dir, tag)
+        record["compactness"] = training_compactness(cfg, embedder, out_dir, tag)
     return tag, record, results
 
 

@@ -37,8 +37,11 @@ def sample_rows(labels: np.ndarray, done: np.ndarray, max_rows: int, seed: int) 
     return np.asarray(sorted(chosen[:max_rows]), dtype=np.int64)
 
 
-def training_compactness(cfg: PipelineConfig, embedder: Embedder, max_rows: int, out_dir: Path,
-                         tag: str) -> dict[str, Any] | None:
+ROWS = 2000  # training rows (whole identities) compared, by default
+
+
+def training_compactness(cfg: PipelineConfig, embedder: Embedder, out_dir: Path, tag: str,
+                         max_rows: int = ROWS) -> dict[str, Any] | None:
     """Student vs cached-teacher similarity statistics, their gap and a histogram plot; None without a cache."""
     path = cache_file(cfg.cache.path, cfg.run.dir)
     if not path.exists():
