@@ -1,4 +1,4 @@
-"""Command line: `python cli.py {extract|train|distill|evaluate|demo} [--config F] [--set k=v ...]`.
+"""Command line: `python cli.py {extract|train|distill|evaluate|split|demo} [--config F] [--set k=v ...]`.
 
 Logs and progress go to stderr; the last line on stdout is one JSON object summing up the run, and the
 same object is written into the run directory. Exit status 0 on success, 2 for usage and config errors,
@@ -137,6 +137,15 @@ def cmd_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     from stages.evaluate.command import run_evaluate
 
     return run_evaluate(cfg)
+
+
+@main.command("split")
+@_command
+def cmd_split(cfg: PipelineConfig) -> dict[str, Any]:
+    """Split [data] by identity: train/held-out list files, an LFW-style pair set and an IJB-layout root."""
+    from stages.split import run_split
+
+    return run_split(cfg)
 
 
 @main.command("demo")

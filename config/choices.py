@@ -104,6 +104,9 @@ RANGES: dict[str, Range] = {
     "demo.teacher_embedding_size": AT_LEAST_ONE, "demo.teacher_epochs": POSITIVE, "demo.teacher_lr": POSITIVE,
     "demo.student_embedding_size": AT_LEAST_ONE, "demo.student_epochs": POSITIVE,
     "demo.warmup_steps": NON_NEGATIVE, "demo.scale": POSITIVE, "demo.fcd_weight": NON_NEGATIVE,
+    "split.seed": NON_NEGATIVE, "split.heldout_fraction": Range(0, 1, lo_open=True, hi_open=True),
+    "split.impostor_pairs": NON_NEGATIVE, "split.template_size": AT_LEAST_ONE,
+    "split.impostor_template_pairs": NON_NEGATIVE,
 }
 
 

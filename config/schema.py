@@ -159,6 +159,18 @@ class DemoConfig:
 
 
 @dataclass
+class SplitConfig:
+    """`python cli.py split`: the `[data]` set split by identity into training and held-out sets."""
+
+    seed: int = 0
+    heldout_fraction: float = 0.2  # of the identities; those with fewer than 2 images always train
+    out_dir: str = ""  # "": <run.dir>/split
+    impostor_pairs: int = 0  # LFW-style impostor pairs; 0: max(100000, genuine pairs), capped at all of them
+    template_size: int = 3  # images per IJB-style template (at least; an identity's images dealt round-robin)
+    impostor_template_pairs: int = 0  # 0: max(100000, genuine template pairs), capped at all of them
+
+
+@dataclass
 class PipelineConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -170,3 +182,4 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)

@@ -21,6 +21,8 @@ LATER_STAGES = {
     "stages/train.py": ("stages.extract", "stages.evaluate", "stages.demo"),
     "stages/distill.py": ("stages.extract", "stages.evaluate", "stages.demo"),
     "stages/evaluate": ("stages.extract", "stages.training", "stages.train", "stages.distill", "stages.demo"),
+    "stages/split.py": ("stages.extract", "stages.training", "stages.train", "stages.distill", "stages.evaluate",
+                        "stages.demo"),
 }
 MAX_LINES = 80
 MAX_DEPTH = 4
