@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -128,3 +129,24 @@ def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
     """Write `text` (UTF-8) to `final` atomically."""
     atomic_write_bytes(final, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; on success it replaces `final` (the old one is removed),
+    on error it is deleted, so a folder of outputs is never half written under its final name."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{os.getpid()}"
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -20,12 +20,7 @@ names whatever the source called them. Held-out and written images are decoded a
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from common.atomic import atomic_folder
 from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, save_resolved
 from config.schema import SplitConfig
@@ -175,25 +171,6 @@ def _write_ijb(part: Part, s: SplitConfig, tmp: Path) -> tuple[int, int]:
     return len(template_labels), len(genuine) + len(impostor)
 
 
-@contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A temporary folder beside `out`, renamed over it on success (the old one removed), deleted on error."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def run_split(cfg: PipelineConfig) -> dict[str, Any]:
     """Split `[data]` by identity and write the list files, the pair set and the IJB root (module docstring)."""
     s = cfg.split
@@ -210,7 +187,7 @@ def run_split(cfg: PipelineConfig) -> dict[str, Any]:
     train, heldout = _part(dataset, parts.train_rows), _part(dataset, parts.heldout_rows)
     log.info("split: %d training identities (%d images), %d held out (%d images) -> %s",
              len(parts.train_ids), len(train.rows), len(parts.heldout_ids), len(heldout.rows), out)
-    with _staging(out) as tmp:
+    with atomic_folder(out) as tmp:
         _write_text(tmp / "train.lst", [_list_entry(dataset, train, k, tmp, None) for k in range(len(train.rows))])
         _export_heldout(dataset, heldout, tmp)
         genuine, impostor = _write_pairs(heldout, s, tmp)

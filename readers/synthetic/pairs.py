@@ -7,14 +7,13 @@ temporary folder and renamed into place.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from common.atomic import atomic_folder
 from common.errors import ConfigError
 from readers.synthetic.dataset import SyntheticDataset
 
@@ -69,23 +68,11 @@ def write_pair_set(dataset: SyntheticDataset, out_dir: str | os.PathLike[str], n
         raise ConfigError(f"pair set: num_pairs {num_pairs} is below 20 (10 folds of a same and a different pair)")
     lines = _sample_pairs(dataset, per_fold, np.random.default_rng([int(seed), 3]))
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         for c in range(dataset.identities):
             name = pair_name(c)
             (tmp / name).mkdir()
             for i in range(dataset.images_per_identity):
                 Image.fromarray(dataset.render(c, i)).save(tmp / name / f"{name}_{i + 1:04d}.png", compress_level=1)
         (tmp / "pairs.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / "pairs.txt"
