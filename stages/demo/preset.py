@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from config import PipelineConfig, validate
+
+log = logging.getLogger(__name__)
 
 # `python cli.py demo --quick`: a seconds-long smoke test (applied before the preset, so its demo.* win).
 QUICK: dict[str, Any] = {
@@ -46,8 +49,27 @@ def preset_changes(cfg: PipelineConfig) -> dict[str, Any]:
     }
 
 
+def value_at(cfg: PipelineConfig, dotted: str) -> Any:
+    obj: Any = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def overridden_settings(cfg: PipelineConfig, changes: dict[str, Any]) -> list[str]:
+    """The keys the preset replaces although the user set them away from their default (say so, never silently)."""
+    default = PipelineConfig()
+    return [f"{k} = {value_at(cfg, k)!r} (the preset sets {v!r})" for k, v in changes.items()
+            if value_at(cfg, k) != value_at(default, k) and value_at(cfg, k) != v]
+
+
 def demo_config(cfg: PipelineConfig, quick: bool = False) -> PipelineConfig:
     """The config the demo runs: `--quick`'s sizes (when asked), then the `[demo]` preset."""
     if quick:
         cfg = derive(cfg, QUICK)
-    return derive(cfg, preset_changes(cfg))
+    changes = preset_changes(cfg)
+    replaced = overridden_settings(cfg, changes)
+    if replaced and not quick:
+        log.warning("demo: its [demo] preset replaces %s; set the demo.* key of the same meaning instead",
+                    "; ".join(replaced))
+    return derive(cfg, changes)

@@ -60,3 +60,19 @@ def test_demo_students_ran_three_different_recipes(demo_run: tuple[Path, dict]) 
 def _metrics(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+def test_the_preset_says_which_user_settings_it_replaces(caplog: pytest.LogCaptureFixture) -> None:
+    from config import load_config
+    from stages.demo.preset import demo_config
+
+    cfg = load_config(None, ["loss.fcd_weight=2.0", "data.image_size=64"])
+    with caplog.at_level("WARNING", logger="stages.demo.preset"):
+        out = demo_config(cfg)
+    assert out.loss.fcd_weight == cfg.demo.fcd_weight and out.data.image_size == cfg.demo.image_size
+    assert "loss.fcd_weight = 2.0" in caplog.text and "data.image_size = 64" in caplog.text
+    assert "demo.*" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="stages.demo.preset"):
+        demo_config(load_config(None))
+    assert caplog.text == ""
