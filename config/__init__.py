@@ -1,5 +1,14 @@
 """Configuration: typed sections of `pipeline.toml`, loading, overrides, hashing, saving."""
-from config.loader import config_from_dict, config_hash, load_config, save_resolved, to_dict, to_toml, validate
+from config.loader import (
+    config_from_dict,
+    config_hash,
+    load_config,
+    save_resolved,
+    to_dict,
+    to_toml,
+    validate,
+    value_at,
+)
 from config.schema import (
     CacheConfig,
     DataConfig,
@@ -17,6 +26,7 @@ from config.schema import (
 
 __all__ = [
     "config_from_dict", "config_hash", "load_config", "save_resolved", "to_dict", "to_toml",
-    "validate", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "IcdConfig", "LossConfig", "PipelineConfig",
+    "validate", "value_at", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "IcdConfig", "LossConfig",
+    "PipelineConfig",
     "RunConfig", "StudentConfig", "SyntheticConfig", "TeacherConfig", "TrainConfig",
 ]

@@ -95,7 +95,8 @@ def _nest(parts: list[str], value: Any) -> dict[str, Any]:
     return out
 
 
-def _value_at(cfg: PipelineConfig, key: str) -> Any:
+def value_at(cfg: PipelineConfig, key: str) -> Any:
+    """The value of a dotted config key (`train.lr`, `data.synthetic.seed`)."""
     obj: Any = cfg
     for part in key.split("."):
         obj = getattr(obj, part)
@@ -105,9 +106,9 @@ def _value_at(cfg: PipelineConfig, key: str) -> Any:
 def validate(cfg: PipelineConfig) -> None:
     """Check enumerated choices and value ranges, naming the offending key."""
     for key, choices in CHOICES.items():
-        check_choice(_value_at(cfg, key), choices, key)
+        check_choice(value_at(cfg, key), choices, key)
     for key, allowed in RANGES.items():
-        check_range(_value_at(cfg, key), allowed, key)
+        check_range(value_at(cfg, key), allowed, key)
     check_image_side(cfg.data.image_size, "data.image_size")
     check_image_side(cfg.demo.image_size, "demo.image_size")
     if not (cfg.train.steps or cfg.train.epochs):
@@ -203,4 +204,5 @@ def save_resolved(cfg: PipelineConfig, directory: str | os.PathLike[str], name: 
     return out
 
 
-__all__ = ["load_config", "config_from_dict", "validate", "to_dict", "to_toml", "config_hash", "save_resolved"]
+__all__ = ["load_config", "config_from_dict", "validate", "value_at", "to_dict", "to_toml", "config_hash",
+           "save_resolved"]

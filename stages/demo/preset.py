@@ -5,7 +5,7 @@ import copy
 import logging
 from typing import Any
 
-from config import PipelineConfig, validate
+from config import PipelineConfig, validate, value_at
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,6 @@ def preset_changes(cfg: PipelineConfig) -> dict[str, Any]:
         "train.epochs": d.student_epochs, "train.warmup_steps": d.warmup_steps,
         "loss.scale": d.scale, "loss.fcd_weight": d.fcd_weight,
     }
-
-
-def value_at(cfg: PipelineConfig, dotted: str) -> Any:
-    obj: Any = cfg
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 def overridden_settings(cfg: PipelineConfig, changes: dict[str, Any]) -> list[str]:

@@ -1,7 +1,6 @@
 """`demo --quick` end to end: report, plots, summary, and three distinct student recipes."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from checkpoints import latest_checkpoint, load_checkpoint
 from config import load_config
 from tests.conftest import invoke
+from tests.stages.conftest import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_demo_students_ran_three_different_recipes(demo_run: tuple[Path, dict]) 
     commands = {name: load_checkpoint(latest_checkpoint(d / "checkpoints"))["command"] for name, d in runs.items()}
     assert commands == {"no_kd": "train", "fcd": "distill", "fcd_icd": "distill"}
     assert cfgs["fcd"].loss.sdc_weight == 0.0 < cfgs["fcd_icd"].loss.sdc_weight
-    metrics = {name: _metrics(d / "metrics.csv") for name, d in runs.items()}
+    metrics = {name: read_metrics(d / "metrics.csv") for name, d in runs.items()}
     assert "fcd" not in metrics["no_kd"][0]
     w = cfgs["fcd"].loss.fcd_weight
     for row in metrics["fcd"]:
@@ -55,11 +55,6 @@ def test_demo_students_ran_three_different_recipes(demo_run: tuple[Path, dict]) 
     assert any(float(r["loss"]) != pytest.approx(float(r["margin"]) + w * float(r["fcd"]), rel=1e-5) for r in icd)
     losses = {name: [r["loss"] for r in m] for name, m in metrics.items()}
     assert len({tuple(v) for v in losses.values()}) == 3
-
-
-def _metrics(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def test_the_preset_says_which_user_settings_it_replaces(caplog: pytest.LogCaptureFixture) -> None:
