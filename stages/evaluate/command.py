@@ -10,7 +10,7 @@ from typing import Any
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
 from config import PipelineConfig, save_resolved
-from evaluation.bootstrap import paired_bootstrap
+from evaluation.compare import compare_on_set, model_pairs
 from evaluation.ijb import IjbOptions, detect_ijb_name, evaluate_ijb
 from evaluation.ijb.metrics import thin_roc
 from evaluation.pairs import PairSet, load_pair_set
@@ -118,14 +118,8 @@ def comparisons(pair_sets: list[PairSet], results: dict[str, dict[str, SetResult
             log.info("%s names no identities (a .bin file): no bootstrap comparison on it", pair_set.name)
             continue
         name = list(results[tags[0]])[k]
-        id1, id2 = pair_set.labels[pair_set.idx1], pair_set.labels[pair_set.idx2]
-        for i, a in enumerate(tags):
-            for b in tags[i + 1:]:
-                for rec in paired_bootstrap(results[a][name].scores, results[b][name].scores, pair_set.issame,
-                                            id1, id2, fars=DEFAULT_FARS, n_boot=n_boot, seed=seed):
-                    out.append({"set": name, "a": a, "b": b, "metric": rec["metric"], "a_value": rec["a"],
-                                "b_value": rec["b"], "difference": rec["difference"], "ci_low": rec["ci_low"],
-                                "ci_high": rec["ci_high"], "n_boot": rec["n_boot"], "skipped": rec["skipped"]})
+        scores = {tag: results[tag][name].scores for tag in tags}
+        out += compare_on_set(name, pair_set, scores, model_pairs(tags), n_boot, seed, DEFAULT_FARS)
     return out
 
 

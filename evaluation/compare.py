@@ -1,0 +1,41 @@
+"""Model-versus-model records on one pair set: `paired_bootstrap` wrapped into the rows of a summary.
+
+A row is `{"set", "a", "b", "metric", "a_value", "b_value", "difference", "ci_low", "ci_high", "n_boot",
+"skipped"}`: `a`, `b` are model names, `difference` = b - a on the full set and [ci_low, ci_high] its 95%
+paired-bootstrap interval over identities (`evaluation.bootstrap`). `evaluate` and `demo` both write them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from evaluation.bootstrap import DEFAULT_FARS, paired_bootstrap
+from evaluation.pairs import PairSet
+
+
+def model_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """Every (a, b) with a listed before b: the comparisons of several models."""
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+
+
+def compare_on_set(set_name: str, pair_set: PairSet, scores: Mapping[str, np.ndarray],
+                   pairs: Sequence[tuple[str, str]], n_boot: int, seed: int,
+                   fars: Sequence[float] = DEFAULT_FARS) -> list[dict[str, Any]]:
+    """Rows (module docstring) for each (a, b) of `pairs` on a set that names identities.
+
+    scores: model name -> [P] pair scores of `pair_set` (higher = more alike); every replicate uses the
+    same `seed`, so all comparisons of a set see the same identity resamples.
+    """
+    if pair_set.labels is None:
+        raise ValueError(f"{pair_set.source}: names no identities, so there is nothing to resample")
+    id1, id2 = pair_set.labels[pair_set.idx1], pair_set.labels[pair_set.idx2]
+    rows: list[dict[str, Any]] = []
+    for a, b in pairs:
+        for rec in paired_bootstrap(scores[a], scores[b], pair_set.issame, id1, id2, fars=tuple(fars),
+                                    n_boot=n_boot, seed=seed):
+            rows.append({"set": set_name, "a": a, "b": b, "metric": rec["metric"], "a_value": rec["a"],
+                         "b_value": rec["b"], "difference": rec["difference"], "ci_low": rec["ci_low"],
+                         "ci_high": rec["ci_high"], "n_boot": rec["n_boot"], "skipped": rec["skipped"]})
+    return rows

@@ -1,0 +1,47 @@
+"""`evaluation.compare`: rows of model-versus-model comparisons."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation.bootstrap import paired_bootstrap
+from evaluation.compare import compare_on_set, model_pairs
+from evaluation.pairs import PairSet
+
+
+def _pair_set(labels: np.ndarray | None) -> PairSet:
+    idx1 = np.array([0, 2, 4, 0, 1, 3, 5, 2])
+    idx2 = np.array([1, 3, 5, 2, 4, 4, 0, 5])
+    lab = np.array([0, 0, 1, 1, 2, 2])
+    issame = lab[idx1] == lab[idx2]
+    return PairSet("toy", Path("toy/pairs.txt"), [Path(f"{k}.png") for k in range(6)], idx1, idx2, issame, labels)
+
+
+def test_model_pairs_keeps_the_listed_order() -> None:
+    assert model_pairs(["x", "y", "z"]) == [("x", "y"), ("x", "z"), ("y", "z")]
+    assert model_pairs(["x"]) == []
+
+
+def test_rows_are_the_paired_bootstrap_of_each_model_pair() -> None:
+    pair_set = _pair_set(np.array([0, 0, 1, 1, 2, 2]))
+    rng = np.random.default_rng(3)
+    scores = {m: rng.normal(size=len(pair_set)) + pair_set.issame * s for m, s in (("u", 1.0), ("v", 2.0))}
+    rows = compare_on_set("toy", pair_set, scores, [("u", "v")], n_boot=40, seed=5, fars=(0.25,))
+    lab = pair_set.labels
+    assert lab is not None
+    direct = paired_bootstrap(scores["u"], scores["v"], pair_set.issame, lab[pair_set.idx1], lab[pair_set.idx2],
+                              fars=(0.25,), n_boot=40, seed=5)
+    assert [r["metric"] for r in rows] == [d["metric"] for d in direct]
+    for row, d in zip(rows, direct, strict=True):
+        assert (row["set"], row["a"], row["b"]) == ("toy", "u", "v")
+        assert (row["a_value"], row["b_value"], row["difference"]) == (d["a"], d["b"], d["difference"])
+        assert (row["ci_low"], row["ci_high"], row["n_boot"], row["skipped"]) == (
+            d["ci_low"], d["ci_high"], d["n_boot"], d["skipped"])
+
+
+def test_a_set_without_identities_is_refused() -> None:
+    pair_set = _pair_set(None)
+    with pytest.raises(ValueError, match="names no identities"):
+        compare_on_set("toy", pair_set, {"u": np.zeros(8), "v": np.zeros(8)}, [("u", "v")], 10, 0)
