@@ -1,11 +1,14 @@
 """`python cli.py demo`: the whole pipeline on the embedded synthetic default, and its report.
 
-Held-out identities (disjoint from training) with an LFW-style pair file; a teacher trained with
+Held-out identities (disjoint from training) with two pair sets (`stages.demo.heldout`: 1,000 LFW-style
+pairs for the 10-fold accuracy, and all-vs-all pairs for TAR down to FAR 1e-4); a teacher trained with
 `train` on a larger backbone; `extract`; three students of one architecture and budget (`STUDENTS`:
-no distillation, FCD only, FCD + ICD) for each seed in `demo.seeds`; `evaluate_sets` on the held-out
-pairs for all of them; `report.md` with the table and plots in the run directory. Every step
-continues from what the run directory already holds (finished teacher, cache and students are
-reused), so a killed demo picks up where it stopped and adding a seed trains only the new students.
+no distillation, FCD only, FCD + ICD) for each seed in `demo.seeds`; `evaluate_sets` on both sets for
+all of them; for each seed the student-vs-student differences (`CONTRASTS`) on the all-vs-all set with
+95% paired-bootstrap intervals over identities; `report.md` with the tables and plots in the run
+directory. Every step continues from what the run directory already holds (finished teacher, cache and
+students are reused), so a killed demo picks up where it stopped and adding a seed trains only the new
+students.
 """
 from __future__ import annotations
 
@@ -15,14 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from config import PipelineConfig, save_resolved
-from evaluation.pairs import PairSet, load_pair_set
-from evaluation.verify import SetResult, evaluate_sets
+from evaluation.compare import compare_on_set
+from evaluation.verify import SetResult
 from models.device import resolve_device
-from models.embedder import Embedder
-from readers.synthetic import SyntheticDataset, write_pair_set
+from stages.demo.heldout import ALL_PAIRS, DEMO_FARS, SAMPLED, HeldOut, evaluate_held_out, held_out_sets
 from stages.demo.preset import demo_config, derive, preset_changes
 from stages.demo.report import write_report
 from stages.distill import run_distill
@@ -37,46 +37,45 @@ STUDENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "fcd": ("distill", {"loss.sdc_weight": 0.0}),
     "fcd_icd": ("distill", {}),
 }
-DEMO_FARS = (1e-2, 1e-3, 1e-4)
-HELDOUT_SEED_OFFSET = 7919  # the held-out identities come from another generator seed
+# (a, b): the differences b - a the report states, with their intervals, for every seed
+CONTRASTS = (("no_kd", "fcd"), ("fcd", "fcd_icd"), ("no_kd", "fcd_icd"))
 
 
 @dataclass
 class ModelResult:
-    """One model of the demo: its held-out evaluation, training throughput and training-set compactness."""
+    """One model of the demo: its held-out results by set, training throughput and training-set compactness."""
 
-    held_out: SetResult
+    held_out: dict[str, SetResult]
     images_per_s: float
     compactness: dict[str, Any] | None = None
     checkpoint: str = ""
 
+    @property
+    def sampled(self) -> SetResult:
+        return self.held_out[SAMPLED]
+
+    @property
+    def all_pairs(self) -> SetResult:
+        return self.held_out[ALL_PAIRS]
+
     def public(self) -> dict[str, Any]:
-        """Its entry in the summary's `models`."""
-        out: dict[str, Any] = {"eval": self.held_out.record, "images_per_s": self.images_per_s}
+        """Its entry in the summary's `models`: `eval` (the 1,000-pair set), `eval_all` (all-vs-all pairs)."""
+        out: dict[str, Any] = {"eval": self.sampled.record, "eval_all": self.all_pairs.record,
+                               "images_per_s": self.images_per_s}
         if self.compactness:
             out["train_intra_gap"] = self.compactness["gap"]
         return out
 
 
-def heldout_pairs(cfg: PipelineConfig, out_dir: Path) -> tuple[PairSet, np.ndarray]:
-    """The held-out pair set (written once) and its decoded images."""
-    syn = cfg.data.synthetic
-    pairs_file = out_dir / "pairs.txt"
-    if not pairs_file.exists():
-        heldout = SyntheticDataset(syn.heldout_identities, syn.heldout_images_per_identity, cfg.data.image_size,
-                                   seed=syn.seed + HELDOUT_SEED_OFFSET, difficulty=syn.difficulty)
-        write_pair_set(heldout, out_dir, syn.heldout_pairs, seed=syn.seed)
-    pair_set = load_pair_set(pairs_file)
-    return pair_set, pair_set.decode(cfg.data.image_size)
-
-
-def evaluate_held_out(embedder: Embedder, pair_set: PairSet, images: np.ndarray, cfg: PipelineConfig) -> SetResult:
-    """`evaluate_sets` on the held-out pairs; the record gains the held-out intra/inter mean cosines."""
-    result = next(iter(evaluate_sets([pair_set], lambda _: embedder.embed_fused(images, cfg.eval.batch_size),
-                                     nfolds=cfg.eval.nfolds, fars=DEMO_FARS).values()))
-    result.record.pop("similarity", None)
-    result.record.update(intra_mean=float(result.intra.mean()), inter_mean=float(result.inter.mean()))
-    return result
+def contrasts(cfg: PipelineConfig, held: HeldOut, results: dict[str, ModelResult]) -> list[dict[str, Any]]:
+    """For each seed, `CONTRASTS` on the all-vs-all set: b - a with a 95% paired bootstrap over identities;
+    models are named `seed<s>/<student>`."""
+    rows: list[dict[str, Any]] = []
+    for seed in cfg.demo.seeds:
+        pairs = [(f"seed{seed}/{a}", f"seed{seed}/{b}") for a, b in CONTRASTS]
+        scores = {name: results[name].all_pairs.scores for pair in pairs for name in pair}
+        rows += compare_on_set(ALL_PAIRS, held.all_pairs, scores, pairs, cfg.eval.n_boot, cfg.run.seed, DEMO_FARS)
+    return rows
 
 
 def timed(timings: dict[str, float], key: str, fn: Callable[[PipelineConfig], dict[str, Any]],
@@ -97,7 +96,7 @@ def teacher_config(cfg: PipelineConfig, run_dir: Path, quick: bool) -> PipelineC
 
 
 def train_student(base: PipelineConfig, name: str, seed: int, root: Path, timings: dict[str, float],
-                  pair_set: PairSet, images: np.ndarray, device: str) -> ModelResult:
+                  held: HeldOut, device: str) -> ModelResult:
     """Train (or reuse) one student of `STUDENTS` and evaluate it."""
     command, changes = STUDENTS[name]
     run_dir = root / f"seed{seed}" / name
@@ -106,7 +105,7 @@ def train_student(base: PipelineConfig, name: str, seed: int, root: Path, timing
     run = timed(timings, f"seed{seed}_{name}_s", run_train if command == "train" else run_distill, cfg)
     embedder, _ = build_embedder(cfg, "student", device)
     assert embedder is not None
-    return ModelResult(evaluate_held_out(embedder, pair_set, images, cfg), run["images_per_s"],
+    return ModelResult(evaluate_held_out(embedder, held, cfg.eval.batch_size, cfg.eval.nfolds), run["images_per_s"],
                        training_compactness(cfg, embedder, run_dir, name),
                        run["checkpoint"])
 
@@ -119,7 +118,7 @@ def run_demo(cfg: PipelineConfig, quick: bool = False) -> dict[str, Any]:
     cfg = demo_config(cfg, quick)
     save_resolved(cfg, root)
     device = str(resolve_device(cfg.run.device))
-    pair_set, images = heldout_pairs(cfg, root / "heldout")
+    held = held_out_sets(cfg, root / "heldout")
     timings: dict[str, float] = {}
 
     teacher_dir = root / "teacher"
@@ -130,15 +129,19 @@ def run_demo(cfg: PipelineConfig, quick: bool = False) -> dict[str, Any]:
     teacher_cfg = derive(base, {"eval.model": ["teacher"], "run.dir": str(teacher_dir)})
     teacher, _ = build_embedder(teacher_cfg, "teacher", device)
     assert teacher is not None
-    results = {"teacher": ModelResult(evaluate_held_out(teacher, pair_set, images, teacher_cfg),
+    results = {"teacher": ModelResult(evaluate_held_out(teacher, held, cfg.eval.batch_size, cfg.eval.nfolds),
                                       teacher_run["images_per_s"])}
     for seed in cfg.demo.seeds:
         for name in STUDENTS:
-            results[f"seed{seed}/{name}"] = train_student(base, name, seed, root, timings, pair_set, images, device)
-    report = write_report(root, cfg, results, preset_changes(cfg), list(STUDENTS))
+            results[f"seed{seed}/{name}"] = train_student(base, name, seed, root, timings, held, device)
+    t0 = time.perf_counter()
+    comparisons = contrasts(cfg, held, results)
+    timings["bootstrap_s"] = time.perf_counter() - t0
+    report = write_report(root, cfg, results, comparisons, preset_changes(cfg), list(STUDENTS))
     return {
         "command": "demo", "report": str(report), "cache": extract["cache"], "teacher": teacher_run["backbone"],
-        "pairs": str(pair_set.source), "seconds": round(time.perf_counter() - start, 1),
+        "pairs": str(held.sampled.source), "pairs_all": str(held.all_pairs.source),
+        "seconds": round(time.perf_counter() - start, 1),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "models": {k: v.public() for k, v in results.items()},
+        "models": {k: v.public() for k, v in results.items()}, "comparisons": comparisons,
     }

@@ -28,11 +28,30 @@ def test_demo_quick_writes_report(demo_run: tuple[Path, dict]) -> None:
         assert name in text
     assert (tmp_path / "roc.png").exists() and (tmp_path / "heldout_similarity.png").exists()
     for name, model in summary["models"].items():
-        ev = model["eval"]
+        ev, ev_all = model["eval"], model["eval_all"]
         assert 0.0 <= ev["accuracy_mean"] <= 1.0, name
         assert ev["pairs"] == 40
-        assert -1.0 <= ev["intra_mean"] <= 1.0 + 1e-6
+        # 8 held-out identities x 4 images: all 8 * 6 genuine pairs and all 32 * 28 / 2 - 48 impostor pairs
+        assert (ev_all["genuine_pairs"], ev_all["impostor_pairs"]) == (48, 448)
+        assert ev_all["tar_at_far"]["1e-2"] is not None and ev_all["tar_at_far"]["1e-3"] is None
+        assert -1.0 <= ev_all["intra_mean"] <= 1.0 + 1e-6
         assert model["images_per_s"] > 0
+
+
+def test_demo_states_student_differences_with_intervals(demo_run: tuple[Path, dict]) -> None:
+    """Each contrast of each seed, on the all-vs-all set: b - a of the models' own records, inside its interval."""
+    _, summary = demo_run
+    rows = summary["comparisons"]
+    assert {(r["a"], r["b"]) for r in rows} == {("seed0/no_kd", "seed0/fcd"), ("seed0/fcd", "seed0/fcd_icd"),
+                                                 ("seed0/no_kd", "seed0/fcd_icd")}
+    for row in rows:
+        assert row["set"] == "heldout_all"
+        if row["metric"] == "auc":
+            a, b = (summary["models"][row[k]]["eval_all"]["auc"] for k in ("a", "b"))
+            assert row["difference"] == pytest.approx(b - a)
+            assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+    report = Path(summary["report"]).read_text()
+    assert "Student vs student" in report and "95% interval" in report
 
 
 def test_demo_students_ran_three_different_recipes(demo_run: tuple[Path, dict]) -> None:
