@@ -1,4 +1,4 @@
-"""Command line: `python cli.py {extract|train|distill|evaluate|split|demo} [--config F] [--set k=v ...]`.
+"""Command line: `python cli.py {extract|train|distill|evaluate|split|demo|sweep} [--config F] [--set k=v ...]`.
 
 Logs and progress go to stderr; the last line on stdout is one JSON object summing up the run, and the
 same object is written into the run directory. Exit status 0 on success, 2 for usage and config errors,
@@ -156,6 +156,16 @@ def cmd_demo(cfg: PipelineConfig, quick: bool) -> dict[str, Any]:
     from stages.demo import run_demo
 
     return run_demo(cfg, quick=quick)
+
+
+@main.command("sweep")
+@click.argument("sweep_file", type=click.Path(dir_okay=False))
+@_command
+def cmd_sweep(cfg: PipelineConfig, sweep_file: str) -> dict[str, Any]:
+    """Train each variant of SWEEP_FILE on each seed from one cache and compare them on held-out pairs."""
+    from stages.sweep import run_sweep
+
+    return run_sweep(cfg, sweep_file)
 
 
 if __name__ == "__main__":

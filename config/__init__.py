@@ -1,5 +1,6 @@
 """Configuration: typed sections of `pipeline.toml`, loading, overrides, hashing, saving."""
 from config.loader import (
+    apply_overrides,
     config_from_dict,
     config_hash,
     load_config,
@@ -25,7 +26,7 @@ from config.schema import (
 )
 
 __all__ = [
-    "config_from_dict", "config_hash", "load_config", "save_resolved", "to_dict", "to_toml",
+    "apply_overrides", "config_from_dict", "config_hash", "load_config", "save_resolved", "to_dict", "to_toml",
     "validate", "value_at", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "IcdConfig", "LossConfig",
     "PipelineConfig",
     "RunConfig", "StudentConfig", "SyntheticConfig", "TeacherConfig", "TrainConfig",

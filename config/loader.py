@@ -206,3 +206,19 @@ def save_resolved(cfg: PipelineConfig, directory: str | os.PathLike[str], name: 
 
 __all__ = ["load_config", "config_from_dict", "validate", "value_at", "to_dict", "to_toml", "config_hash",
            "save_resolved"]
+
+
+def apply_overrides(cfg: PipelineConfig, overrides: typing.Sequence[str], source: str = "--set") -> PipelineConfig:
+    """A validated copy of `cfg` with `section.key=value` overrides (as `--set` reads them); a ConfigError
+    names `source` and the key."""
+    table = to_dict(cfg)
+    out = PipelineConfig()
+    try:
+        _fill(out, table, "")
+        for text in overrides:
+            parts, value = _parse_override(text)
+            _fill(out, _nest(parts, value), "")
+        validate(out)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return out

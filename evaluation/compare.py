@@ -39,3 +39,15 @@ def compare_on_set(set_name: str, pair_set: PairSet, scores: Mapping[str, np.nda
                          "b_value": rec["b"], "difference": rec["difference"], "ci_low": rec["ci_low"],
                          "ci_high": rec["ci_high"], "n_boot": rec["n_boot"], "skipped": rec["skipped"]})
     return rows
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """What the 95% interval of a row says: b higher, a higher, or no difference shown."""
+    low, high = row["ci_low"], row["ci_high"]
+    if low is None or high is None:
+        return "not measured"
+    if low > 0:
+        return f"{row['b']} higher"
+    if high < 0:
+        return f"{row['a']} higher"
+    return "no difference shown"

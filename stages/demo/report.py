@@ -10,6 +10,7 @@ import numpy as np
 
 from common.atomic import atomic_write_text
 from config import PipelineConfig
+from evaluation.compare import verdict
 from evaluation.plots import plot_roc, plot_similarity_histograms
 
 if TYPE_CHECKING:
@@ -31,18 +32,6 @@ def _mean_std(values: Sequence[float | None]) -> str:
 
 def _train_gap(r: ModelResult) -> float | None:
     return r.compactness["gap"].get("intra_mean") if r.compactness else None
-
-
-def verdict(row: dict[str, Any]) -> str:
-    """What a 95% interval of b - a says: b higher, a higher, or no difference shown."""
-    low, high = row["ci_low"], row["ci_high"]
-    if low is None or high is None:
-        return "not measured"
-    if low > 0:
-        return f"{row['b']} higher"
-    if high < 0:
-        return f"{row['a']} higher"
-    return "no difference shown"
 
 
 def header(cfg: PipelineConfig, sampled: dict[str, Any], all_pairs: dict[str, Any],

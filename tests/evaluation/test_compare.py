@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.bootstrap import paired_bootstrap
-from evaluation.compare import compare_on_set, model_pairs
+from evaluation.compare import compare_on_set, model_pairs, verdict
 from evaluation.pairs import PairSet
 
 
@@ -45,3 +45,12 @@ def test_a_set_without_identities_is_refused() -> None:
     pair_set = _pair_set(None)
     with pytest.raises(ValueError, match="names no identities"):
         compare_on_set("toy", pair_set, {"u": np.zeros(8), "v": np.zeros(8)}, [("u", "v")], 10, 0)
+
+
+def test_verdict_reads_the_interval() -> None:
+    row = {"a": "fcd", "b": "fcd_icd", "ci_low": 0.01, "ci_high": 0.03}
+    assert verdict(row) == "fcd_icd higher"
+    assert verdict({**row, "ci_low": -0.03, "ci_high": -0.01}) == "fcd higher"
+    assert verdict({**row, "ci_low": -0.01, "ci_high": 0.02}) == "no difference shown"
+    assert verdict({**row, "ci_low": 0.0, "ci_high": 0.02}) == "no difference shown"
+    assert verdict({**row, "ci_low": None, "ci_high": None}) == "not measured"
