@@ -15,6 +15,11 @@ files. Every random choice takes a seed, so the same labels and seed give the sa
   tenth of both, because insightface's protocol takes contiguous folds without shuffling.
 - `make_templates`: per identity, max(1, n // size) templates of at least `size` images (fewer only when
   the identity has fewer images), the shuffled images dealt round-robin.
+- `search_lists`: IJB-C-style 1:N lists over those templates: the identities dealt by seed into two
+  galleries (G1: the first half, rounded up; G2: the rest), each identity enrolled by its first template
+  in its own gallery, its other templates probes. Every probe's identity is enrolled in exactly one
+  gallery, so the probes of G2 identities are the non-mated probes of G1 and the other way round, as in
+  IJB-C's mixed probes against G1 and G2.
 """
 from __future__ import annotations
 
@@ -155,6 +160,32 @@ def make_templates(labels: np.ndarray, size: int, seed: int) -> tuple[np.ndarray
         template_of[shuffled] = len(template_labels) + np.arange(len(group)) % k
         template_labels.extend([int(labels[group[0]])] * k)
     return template_of, np.asarray(template_labels, dtype=np.int64)
+
+
+@dataclass
+class SearchLists:
+    """Template indices (sorted) of the two galleries and of the probes (`search_lists`)."""
+
+    gallery1: np.ndarray
+    gallery2: np.ndarray
+    probes: np.ndarray
+
+
+def search_lists(template_labels: np.ndarray, seed: int) -> SearchLists:
+    """1:N galleries and probes from the label of each template (module docstring), identities dealt by `seed`."""
+    template_labels = np.asarray(template_labels, dtype=np.int64).reshape(-1)
+    ids = np.unique(template_labels)
+    order = np.random.default_rng([int(seed), 23]).permutation(ids)
+    first_gallery = set(order[:(len(ids) + 1) // 2].tolist())
+    gallery1: list[int] = []
+    gallery2: list[int] = []
+    probes: list[int] = []
+    for group in groups_of(template_labels):
+        enrolled = int(group[0])
+        (gallery1 if int(template_labels[enrolled]) in first_gallery else gallery2).append(enrolled)
+        probes.extend(int(t) for t in group[1:])
+    return SearchLists(np.array(sorted(gallery1), np.int64), np.array(sorted(gallery2), np.int64),
+                       np.array(sorted(probes), np.int64))
 
 
 def landmark_line(name: str, points: np.ndarray, score: float = 1.0) -> str:

@@ -12,7 +12,11 @@ into place, so a killed run never leaves a half-written set under the final name
 - `heldout_ijb/`: an IJB-C-layout root (`loose_crop/`, `meta/ijbc_*.txt`) of the held-out images resized
   to 112x112, whose five landmarks are the ArcFace template points and detector score 1.0; templates of
   `split.template_size` images, one media per image, every genuine template pair and sampled impostor
-  template pairs (`split.impostor_template_pairs`).
+  template pairs (`split.impostor_template_pairs`); and its 1:N lists as IJB-C's release names them,
+  `meta/ijbc_1N_gallery_G1.csv`, `_G2.csv` and `meta/ijbc_1N_probe_mixed.csv` (`TEMPLATE_ID,SUBJECT_ID,
+  FILENAME` rows, one per image, subject = the source label): each held-out identity enrolled by one
+  template in G1 or G2, its other templates probes (`evaluation.make_sets.search_lists`); not written
+  when no identity has a second template to probe with.
 - `config.toml`, the resolved configuration.
 
 Identity folders are named `id_<label>` (the source set's label, 5 digits), so they are plain folder
@@ -33,6 +37,7 @@ from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, save_resolved
 from config.schema import SplitConfig
 from evaluation.ijb.align import ALIGNED_SIZE, ARCFACE_TEMPLATE
+from evaluation.ijb.identification import CSV_HEADER, GALLERY_FILE, GALLERY_NAMES, PROBE_FILE
 from evaluation.ijb.layout import IMAGE_FOLDER, LANDMARKS, META_FOLDER, PAIR_LABEL, TID_MID
 from evaluation.make_sets import (
     auto_impostor_count,
@@ -43,6 +48,7 @@ from evaluation.make_sets import (
     lfw_pair_lines,
     make_templates,
     sample_impostor_pairs,
+    search_lists,
     split_identities,
 )
 from readers import CorruptImageError, FaceDataset, build_dataset
@@ -151,8 +157,33 @@ def _write_pairs(part: Part, s: SplitConfig, tmp: Path) -> tuple[int, int]:
     return len(genuine), len(impostor)
 
 
-def _write_ijb(part: Part, s: SplitConfig, tmp: Path) -> tuple[int, int]:
-    """`heldout_ijb/meta/`: (templates, template pairs) written; the loose crops are in place already."""
+def _subject_rows(templates: np.ndarray, template_of: np.ndarray, labels: np.ndarray, names: list[str]) -> list[str]:
+    """The header and a `TEMPLATE_ID,SUBJECT_ID,FILENAME` row per image of the given templates (ids from 1)."""
+    chosen = set(templates.tolist())
+    items = sorted((int(t), k) for k, t in enumerate(template_of.tolist()) if t in chosen)
+    return [",".join(CSV_HEADER)] + [f"{t + 1},{int(labels[k])},{names[k]}" for t, k in items]
+
+
+def _write_search_lists(part: Part, template_of: np.ndarray, template_labels: np.ndarray, names: list[str],
+                        seed: int, meta: Path) -> dict[str, int]:
+    """`heldout_ijb/meta/ijbc_1N_*.csv` (module docstring): template counts of each gallery and of the probes."""
+    lists = search_lists(template_labels, seed)
+    g1, g2 = GALLERY_NAMES[IJB_NAME]
+    counts = {g1: len(lists.gallery1), g2: len(lists.gallery2), "probes": len(lists.probes)}
+    if not len(lists.probes):
+        log.warning("split: no held-out identity has two templates, so there is no 1:N probe: the IJB set gets no "
+                    "1:N lists; lower split.template_size")
+        return {key: 0 for key in counts}
+    for file, templates in ((GALLERY_FILE.format(name=IJB_NAME, gallery=g1), lists.gallery1),
+                            (GALLERY_FILE.format(name=IJB_NAME, gallery=g2), lists.gallery2),
+                            (PROBE_FILE.format(name=IJB_NAME), lists.probes)):
+        _write_text(meta / file, _subject_rows(templates, template_of, part.labels, names))
+    return counts
+
+
+def _write_ijb(part: Part, s: SplitConfig, tmp: Path) -> tuple[int, int, dict[str, int]]:
+    """`heldout_ijb/meta/`: (templates, template pairs, 1:N template counts) written; the loose crops are in
+    place already."""
     template_of, template_labels = make_templates(part.labels, s.template_size, s.seed)
     genuine = genuine_pairs(template_labels)
     if not len(genuine):
@@ -168,7 +199,8 @@ def _write_ijb(part: Part, s: SplitConfig, tmp: Path) -> tuple[int, int]:
                 [f"{a + 1} {b + 1} 1" for a, b in genuine.tolist()]
                 + [f"{a + 1} {b + 1} 0" for a, b in impostor.tolist()])
     _write_text(meta / LANDMARKS.format(name=IJB_NAME), [landmark_line(n, ARCFACE_TEMPLATE, 1.0) for n in names])
-    return len(template_labels), len(genuine) + len(impostor)
+    search = _write_search_lists(part, template_of, template_labels, names, s.seed, meta)
+    return len(template_labels), len(genuine) + len(impostor), search
 
 
 def run_split(cfg: PipelineConfig) -> dict[str, Any]:
@@ -191,7 +223,7 @@ def run_split(cfg: PipelineConfig) -> dict[str, Any]:
         _write_text(tmp / "train.lst", [_list_entry(dataset, train, k, tmp, None) for k in range(len(train.rows))])
         _export_heldout(dataset, heldout, tmp)
         genuine, impostor = _write_pairs(heldout, s, tmp)
-        templates, template_pairs = _write_ijb(heldout, s, tmp)
+        templates, template_pairs, search = _write_ijb(heldout, s, tmp)
         save_resolved(cfg, tmp)
     return {
         "out_dir": str(out), "train_list": str(out / "train.lst"), "heldout_list": str(out / "heldout.lst"),
@@ -199,5 +231,5 @@ def run_split(cfg: PipelineConfig) -> dict[str, Any]:
         "train_identities": int(len(parts.train_ids)), "heldout_identities": int(len(parts.heldout_ids)),
         "train_images": int(len(train.rows)), "heldout_images": int(len(heldout.rows)),
         "genuine_pairs": genuine, "impostor_pairs": impostor, "templates": templates,
-        "template_pairs": template_pairs,
+        "template_pairs": template_pairs, "identification_templates": search,
     }

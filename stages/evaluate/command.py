@@ -1,5 +1,6 @@
 """`python cli.py evaluate`: face verification of any model on LFW-style and insightface `.bin` pair sets,
-and IJB-B / IJB-C 1:1 verification on insightface release folders."""
+and IJB-B / IJB-C 1:1 verification (and 1:N identification where the release has its lists) on insightface
+release folders."""
 from __future__ import annotations
 
 import json
@@ -46,7 +47,8 @@ def ijb_roots(cfg: PipelineConfig, embedder: Embedder | None) -> dict[str, Path]
 
 def evaluate_ijb_roots(cfg: PipelineConfig, embedder: Embedder, tag: str, roots: dict[str, Path],
                        out_dir: Path) -> dict[str, Any]:
-    """Each IJB root through `evaluate_ijb`, resumable in `<out_dir>/<tag>_<name>_work/`; records by set name."""
+    """Each IJB root through `evaluate_ijb`, resumable in `<out_dir>/<tag>_<name>_work/`; records by set name,
+    with `identification` (1:N, from the same embedded chunks) where the root's `meta/` has the 1:N lists."""
     options = IjbOptions(cfg.eval.ijb_flip_test, cfg.eval.ijb_norm_score, cfg.eval.ijb_detector_score)
     sets: dict[str, Any] = {}
     for name, root in roots.items():
@@ -57,6 +59,9 @@ def evaluate_ijb_roots(cfg: PipelineConfig, embedder: Embedder, tag: str, roots:
         plot_roc({tag: thin_roc(result.fpr, result.tpr)}, roc_png, f"{name}: {tag}")
         sets[name] = {**result.record, "roc_plot": str(roc_png)}
         log.info("%s on %s: AUC %s, TAR@FAR %s", tag, name, result.record["auc"], result.record["tar_at_far"])
+        for gallery, r in result.record.get("identification", {}).items():
+            log.info("%s on %s 1:N gallery %s: rank-1 %s, rank-5 %s, TPIR@FPIR %s", tag, name, gallery,
+                     r["rank_1"], r["rank_5"], r["tpir_at_fpir"])
     return sets
 
 

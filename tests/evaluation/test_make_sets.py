@@ -16,6 +16,7 @@ from evaluation.make_sets import (
     lfw_pair_lines,
     make_templates,
     sample_impostor_pairs,
+    search_lists,
     split_identities,
 )
 
@@ -129,3 +130,19 @@ def test_landmark_line_has_twelve_fields() -> None:
     fields = landmark_line("x.png", np.arange(10.0).reshape(5, 2)).split()
     assert fields[0] == "x.png" and len(fields) == 12 and float(fields[-1]) == 1.0
     assert [float(v) for v in fields[1:11]] == list(range(10))
+
+
+def test_search_lists_enrol_each_identity_once_and_probe_with_the_rest() -> None:
+    template_labels = np.repeat([7, 3, 9, 4, 5], [3, 1, 2, 4, 2])[np.random.default_rng(2).permutation(12)]
+    lists = search_lists(template_labels, seed=1)
+    enrolled = np.r_[lists.gallery1, lists.gallery2]
+    assert sorted(template_labels[enrolled].tolist()) == [3, 4, 5, 7, 9]  # each identity once
+    assert (len(lists.gallery1), len(lists.gallery2)) == (3, 2)  # the first half, rounded up, in G1
+    for t in enrolled.tolist():  # the identity's first template
+        assert t == min(k for k in range(12) if template_labels[k] == template_labels[t])
+    assert sorted(np.r_[enrolled, lists.probes].tolist()) == list(range(12))
+    assert len(lists.probes) == 12 - 5 and all(np.diff(lists.probes) > 0)
+    again = search_lists(template_labels, seed=1)
+    assert np.array_equal(again.gallery1, lists.gallery1) and np.array_equal(again.probes, lists.probes)
+    others = {tuple(template_labels[search_lists(template_labels, seed=s).gallery1].tolist()) for s in range(8)}
+    assert len(others) > 1  # the seed deals the identities

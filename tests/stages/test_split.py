@@ -10,6 +10,7 @@ from PIL import Image
 from config.schema import DataConfig
 from evaluation import load_pair_set
 from evaluation.ijb.align import ARCFACE_TEMPLATE
+from evaluation.ijb.identification import read_search_lists
 from evaluation.ijb.layout import read_ijb_layout
 from readers import FaceDataset, SyntheticDataset, build_dataset, write_pair_set
 from tests.conftest import SHARED, invoke, tiny_settings
@@ -87,6 +88,38 @@ def test_ijb_root_reads_back(split_run: dict) -> None:
     assert all(len(v) == 1 for v in identity.values())
     same = np.array([identity[a] == identity[b] for a, b in zip(layout.pair_t1, layout.pair_t2, strict=True)])
     assert np.array_equal(same, layout.pair_labels) and int(same.sum()) == 3
+
+
+def test_ijb_root_has_1n_lists_of_gallery_and_probe_templates(split_run: dict) -> None:
+    """Each held-out identity enrolled once, in G1 or G2, by one of its templates; its other templates are
+    probes; the probes of one gallery's identities are the other gallery's non-mated probes."""
+    layout = read_ijb_layout(split_run["ijb_root"])
+    lists = read_search_lists(layout)
+    assert lists is not None and list(lists.galleries) == ["G1", "G2"]
+    identity = {t: int(layout.images[layout.image_index[np.flatnonzero(layout.templates == t)[0]]][3:8])
+                for t in np.unique(layout.templates).tolist()}
+    for one in [*lists.galleries.values(), lists.probes]:
+        assert [identity[t] for t in one.templates.tolist()] == one.subjects.tolist()  # SUBJECT_ID = the label
+        rows = Path(one.path).read_text().splitlines()
+        assert rows[0] == "TEMPLATE_ID,SUBJECT_ID,FILENAME"
+        listed = sorted((int(r.split(",")[0]), r.split(",")[2]) for r in rows[1:])
+        assert listed == sorted((int(layout.templates[k]), layout.images[i]) for k, i in enumerate(layout.image_index)
+                                if layout.templates[k] in set(one.templates.tolist()))  # one row per image
+    g1, g2 = (set(g.subjects.tolist()) for g in lists.galleries.values())
+    assert (len(g1), len(g2)) == (2, 1) and not g1 & g2 and g1 | g2 == set(identity.values())
+    assert len(lists.galleries["G1"].templates) + len(lists.galleries["G2"].templates) == 3  # one per identity
+    gallery_templates = set(np.r_[lists.galleries["G1"].templates, lists.galleries["G2"].templates].tolist())
+    assert set(lists.probes.templates.tolist()) == set(identity) - gallery_templates
+    probe_subjects = set(lists.probes.subjects.tolist())
+    assert probe_subjects - g1 and probe_subjects - g2  # non-mated probes for each gallery
+    assert split_run["identification_templates"] == {"G1": 2, "G2": 1, "probes": 3}
+
+
+def test_no_1n_lists_without_a_second_template(tmp_path: Path) -> None:
+    summary = _split(tmp_path / "run", "split.template_size=4")  # 6 images: one template per identity
+    assert summary["templates"] == 3 and summary["identification_templates"] == {"G1": 0, "G2": 0, "probes": 0}
+    assert read_search_lists(read_ijb_layout(summary["ijb_root"])) is None
+    assert not list(Path(summary["ijb_root"], "meta").glob("*.csv"))
 
 
 def test_same_seed_same_sets_other_seed_other_split(split_run: dict, tmp_path: Path) -> None:

@@ -122,6 +122,33 @@ def test_evaluate_an_ijb_root_beside_a_pair_file(tmp_path: Path, teacher_weights
     assert code == 2 and "IJB root" in out
 
 
+def test_evaluate_identification_on_a_split_written_ijb_root(tmp_path: Path, teacher_weights: Path) -> None:
+    """`split` writes the 1:N lists beside its IJB-layout set; `evaluate` reports 1:N from the same embedding."""
+    code, out, split = invoke("split", tiny_settings(tmp_path / "split", teacher_weights) + [
+        "data.synthetic.identities=10", "split.heldout_fraction=0.3", "split.seed=4"])
+    assert code == 0, out
+    code, out, summary = invoke("evaluate", tiny_settings(tmp_path / "run", teacher_weights) + [
+        f"eval.pairs=[\"{split['ijb_root']}\"]", "eval.model=teacher"])
+    assert code == 0, out
+    record = summary["sets"]["ijbc"]
+    assert (record["templates"], record["template_pairs"]) == (6, 15)  # the 1:1 record is still there
+    identification = record["identification"]
+    assert set(identification) == {"G1", "G2", "G1+G2"}
+    counts = {g: tuple(identification[g][k] for k in ("gallery_templates", "probes", "mated", "non_mated"))
+              for g in ("G1", "G2")}
+    assert counts == {"G1": (2, 3, 2, 1), "G2": (1, 3, 1, 2)}  # 3 identities: 2 enrolled in G1, 1 in G2
+    for gallery in ("G1", "G2", "G1+G2"):
+        r = identification[gallery]
+        assert 0.0 <= r["rank_1"] <= r["rank_5"] <= r["rank_10"] <= 1.0
+        assert set(r["tpir_at_fpir"]) == {"1e-2", "1e-1"}
+    assert identification["G1"]["tpir_at_fpir"] == {"1e-2": None, "1e-1": None}  # 1 non-mated probe: too few
+    combined = identification["G1+G2"]
+    assert (combined["gallery_templates"], combined["probes"], combined["rank_5"]) == (3, 3, 1.0)  # 3 to rank
+    assert combined["tpir_at_fpir"]["1e-1"] is not None  # insightface's rule: ceil(3 x 0.1) = 1 of 6 comparisons
+    assert "1:N gallery G1: rank-1" in out
+    assert len(list((tmp_path / "run" / "eval" / "teacher_ijbc_work").glob("chunk_*.npy"))) == 1  # one pass
+
+
 def test_pair_images_are_decoded_at_the_models_own_input_size(trained: list[str], pair_sets: tuple[Path, Path]) -> None:
     """The student was trained at 16 px: `data.image_size` (an unrelated data default) changes nothing."""
     txt, _ = pair_sets
