@@ -19,6 +19,10 @@ KL_DIRECTIONS = ("teacher_student", "student_teacher")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+# where SDC's positive pairs come from (DESIGN.md section 1): the batch's identity groups, the feature bank, or both
+PAIR_SOURCES = ("both", "batch", "bank")
+# which same-identity rows fill an anchor's group: its most similar teacher positives, its least similar, or any
+POSITIVE_POLICIES = ("nearest", "farthest", "random")
 
 # config key -> its allowed values (checked by `config.loader.validate`)
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -30,6 +34,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cache.in_ram": IN_RAM_MODES,
     "loss.head": MARGIN_HEADS,
     "icd.kl_direction": KL_DIRECTIONS,
+    "icd.pairs": PAIR_SOURCES,
+    "train.positive_policy": POSITIVE_POLICIES,
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
     "train.amp": AMP_MODES,
@@ -114,3 +120,16 @@ def check_range(value: float, allowed: Range, key: str) -> None:
     """ConfigError naming `key` unless `value` lies in `allowed`."""
     if not allowed.contains(value):
         raise ConfigError(f"config key '{key}': {value!r} must be {allowed.describe()}")
+
+
+def check_bandwidth(sigma: float, grid_step: float) -> None:
+    """ConfigError naming `icd.sigma` and `icd.grid_step` unless sigma >= grid_step.
+
+    Below one grid step the kernel density of `losses.sdc.kernel_density` is a comb: its value and
+    gradient depend on where a similarity falls between grid nodes, and far below (sigma << step)
+    every kernel underflows to 0 on the nodes, so the SDC loss and its gradient are silently 0.
+    """
+    if sigma < grid_step:
+        raise ConfigError(f"config keys 'icd.sigma' = {sigma!r} and 'icd.grid_step' = {grid_step!r}: the kernel "
+                          "bandwidth must be at least one grid step (below it the similarity density is a comb of "
+                          "grid nodes and SDC's loss and gradient vanish); raise icd.sigma or lower icd.grid_step")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from config.choices import CHOICES, RANGES, check_choice, check_image_side, check_range
+from config.choices import CHOICES, RANGES, check_bandwidth, check_choice, check_image_side, check_range
 from config.schema import PipelineConfig
 
 
@@ -55,11 +55,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+# keys of earlier versions -> what replaced them (a config that still sets one is refused with this hint)
+REPLACED_KEYS = {
+    "icd.in_batch": 'icd.pairs = "both" | "batch" | "bank" (in_batch and use_bank both true: "both")',
+    "icd.use_bank": 'icd.pairs = "both" | "batch" | "bank" (in_batch and use_bank both true: "both")',
+}
+
+
 def _fill(obj: Any, table: dict[str, Any], prefix: str) -> None:
     hints = typing.get_type_hints(type(obj))
     fields = {f.name: f for f in dataclasses.fields(obj)}
     for name, value in table.items():
         key = f"{prefix}{name}"
+        if key in REPLACED_KEYS:
+            raise ConfigError(f"config key '{key}' was replaced by {REPLACED_KEYS[key]}")
         if name not in fields:
             valid = ", ".join(sorted(fields))
             section = prefix.rstrip(".") or "top level"
@@ -111,6 +120,7 @@ def validate(cfg: PipelineConfig) -> None:
         check_range(value_at(cfg, key), allowed, key)
     check_image_side(cfg.data.image_size, "data.image_size")
     check_image_side(cfg.demo.image_size, "demo.image_size")
+    check_bandwidth(cfg.icd.sigma, cfg.icd.grid_step)
     if not (cfg.train.steps or cfg.train.epochs):
         raise ConfigError("config keys 'train.steps' and 'train.epochs' are both 0: set one of them")
     for key in ("teacher.mean", "teacher.std"):
@@ -141,10 +151,25 @@ def load_config(path: str | os.PathLike[str] | None = "pipeline.toml",
     return cfg
 
 
+def stored_pair_sources(icd: dict[str, Any]) -> dict[str, Any]:
+    """The `[icd]` table of a stored config with the retired `in_batch` / `use_bank` switches as `pairs`."""
+    if "in_batch" not in icd and "use_bank" not in icd:
+        return icd
+    out = {k: v for k, v in icd.items() if k not in ("in_batch", "use_bank")}
+    sources = (bool(icd.get("in_batch", True)), bool(icd.get("use_bank", True)))
+    named = {(True, True): "both", (True, False): "batch", (False, True): "bank"}
+    if sources not in named:
+        raise ConfigError("config keys 'icd.in_batch' and 'icd.use_bank' are both false: no pair source")
+    out["pairs"] = named[sources]
+    return out
+
+
 def config_from_dict(table: dict[str, Any], source: str = "stored config") -> PipelineConfig:
-    """Rebuild a validated config from its dict form (as stored in checkpoints)."""
+    """Rebuild a validated config from its dict form (as stored in checkpoints, older versions' keys read too)."""
     cfg = PipelineConfig()
     try:
+        if isinstance(table.get("icd"), dict):
+            table = {**table, "icd": stored_pair_sources(table["icd"])}
         _fill(cfg, table, "")
         validate(cfg)
     except ConfigError as e:

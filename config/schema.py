@@ -85,8 +85,7 @@ class LossConfig:
 class IcdConfig:
     """Section 1's choices for the similarity-distribution-consistency term."""
 
-    in_batch: bool = True
-    use_bank: bool = True
+    pairs: str = "both"  # both | batch (the batch's identity groups) | bank (the feature bank only)
     bank_size: int = 8
     max_age: int = 1000
     grid_step: float = 0.01
@@ -103,7 +102,9 @@ class TrainConfig:
     batch_size: int = 128
     identities_per_batch: int = 0  # P; 0: batch_size // images_per_identity
     images_per_identity: int = 4  # M >= 2
-    random_share: float = 0.0
+    random_share: float = 0.0  # 1.0: random batches, no identity groups (needs icd.pairs = "bank")
+    # nearest | farthest | random: which same-identity rows fill an anchor's group (distill)
+    positive_policy: str = "nearest"
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.1
     momentum: float = 0.9

@@ -15,6 +15,7 @@ from common.errors import ConfigError
 from config import PipelineConfig
 from readers import build_dataset
 from stages.training.loop import run_loop
+from stages.training.policy import positive_table
 from stages.training.run import TrainInputs
 from stages.training.targets import CacheTargets
 
@@ -70,7 +71,8 @@ def run_distill(cfg: PipelineConfig, resume: bool = False, overwrite: bool = Fal
     rows = np.flatnonzero(cache.done).astype(np.int64)
     if len(rows) < len(dataset):
         log.warning("distill: %d rows were skipped at extraction and are left out", len(dataset) - len(rows))
-    inputs = TrainInputs(dataset=dataset, rows=rows, provider=CacheTargets(cache), positives=cache.positives,
+    inputs = TrainInputs(dataset=dataset, rows=rows, provider=CacheTargets(cache),
+                         positives=positive_table(cfg.train.positive_policy, cache),
                          cache=cache, cache_fingerprint={"teacher": cache.teacher_fingerprint,
                                                          "dataset": cache.dataset_fingerprint},
                          teacher_dim=cache.embedding_dim)

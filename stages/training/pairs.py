@@ -1,9 +1,12 @@
 """Positive (same-identity) pairs of one step for the SDC term of ICD-Face (Yu et al., ICCV 2023).
 
 DESIGN.md section 1: pairs come from the batch (the sampler puts M images of P identities into it)
-and from the per-identity student feature bank. For every pair the student similarity is <e_i, e_j>
-(e_j live in-batch, or the detached bank copy) and the teacher similarity <t_i, t_j> uses targets
-read from the cache, so the teacher side is exact and never stale.
+and from the per-identity student feature bank (`icd.pairs` = "both", "batch" or "bank"). For every
+pair the student similarity is <e_i, e_j> (e_j live in-batch, or the detached bank copy) and the
+teacher similarity <t_i, t_j> uses targets read from the cache, so the teacher side is exact and
+never stale. One image pair can occur several times in a step (a short identity's group repeats
+rows, the bank can hold a row in several slots, and a pair can be both in the batch and in the
+bank); `distinct_pair_weights` makes each distinct image pair count once.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from config.choices import PAIR_SOURCES, check_choice
 from stages.training.bank import FeatureBank
 from stages.training.targets import TargetProvider
 
@@ -22,52 +26,75 @@ class PositivePairs:
 
     student: torch.Tensor  # [P] cosine, in [-1, 1]
     teacher: torch.Tensor  # [P] cosine, in [-1, 1]
+    weights: torch.Tensor  # [P] float32, 1 / copies of the pair's image pair in this step (sum: distinct pairs)
     in_batch: int  # how many of the P pairs are in-batch (they come first)
 
 
-def in_batch_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor,
-                   rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Similarities of every in-batch pair (i < j) of the same identity and different rows: ([P], [P])."""
+@dataclass
+class PairSide:
+    """Pairs of one source: similarities [P] and the dataset rows [P] of both images."""
+
+    student: torch.Tensor
+    teacher: torch.Tensor
+    rows_a: torch.Tensor
+    rows_b: torch.Tensor
+
+
+def in_batch_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> PairSide:
+    """Every in-batch pair (i < j) of the same identity and different rows."""
     same = (labels[:, None] == labels[None, :]) & (rows[:, None] != rows[None, :])
     i, j = torch.nonzero(torch.triu(same, diagonal=1), as_tuple=True)
-    return (emb[i] * emb[j]).sum(-1), (targets[i] * targets[j]).sum(-1)
+    return PairSide((emb[i] * emb[j]).sum(-1), (targets[i] * targets[j]).sum(-1), rows[i], rows[j])
 
 
 def bank_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
-               bank: FeatureBank, provider: TargetProvider, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Similarities of each anchor with its identity's valid bank slots: student <e_i, bank>, teacher from cache."""
+               bank: FeatureBank, provider: TargetProvider, step: int) -> PairSide:
+    """Each anchor with its identity's valid bank slots: student <e_i, bank>, teacher from the cache."""
     bank_emb, bank_rows, bank_flips, valid = bank.gather(labels, rows, step)
     if not bool(valid.any()):
         empty = emb.new_zeros(0)
-        return empty, empty
+        none = rows.new_zeros(0)
+        return PairSide(empty, empty, none, none)
     anchor, slot = torch.nonzero(valid, as_tuple=True)
     student = (emb[anchor] * bank_emb[anchor, slot].to(emb.dtype)).sum(-1)
     teacher_bank = provider.lookup(bank_rows[anchor, slot].cpu().numpy(),
                                    bank_flips[anchor, slot].cpu().numpy().astype(np.uint8))
     teacher = (targets[anchor] * teacher_bank.to(targets.device, targets.dtype)).sum(-1)
-    return student, teacher
+    return PairSide(student, teacher, rows[anchor], bank_rows[anchor, slot].to(rows.device))
+
+
+def distinct_pair_weights(rows_a: torch.Tensor, rows_b: torch.Tensor) -> torch.Tensor:
+    """w_p = 1 / (how many of the P pairs join the same two images {rows_a[p], rows_b[p]}): [P] float32.
+
+    rows_a, rows_b: [P] int64 dataset rows (unordered: (a, b) and (b, a) are one image pair). With
+    these weights in the kernel densities of ICD-Face's SDC term (Yu et al., ICCV 2023) every distinct
+    image pair of the step has total weight 1, however many copies of it the batch and bank hold.
+    """
+    if rows_a.numel() == 0:
+        return torch.zeros(0, dtype=torch.float32, device=rows_a.device)
+    lo, hi = torch.minimum(rows_a, rows_b), torch.maximum(rows_a, rows_b)
+    keys = lo * (int(hi.max()) + 1) + hi
+    _, inverse, counts = torch.unique(keys, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse].to(torch.float32)
 
 
 def positive_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
-                   bank: FeatureBank | None, provider: TargetProvider, step: int, in_batch: bool = True,
-                   use_bank: bool = True) -> PositivePairs:
-    """The step's positive pairs from the sources `icd.in_batch` and `icd.use_bank` switch on.
+                   bank: FeatureBank | None, provider: TargetProvider, step: int,
+                   sources: str = "both") -> PositivePairs:
+    """The step's positive pairs from `sources` (`icd.pairs`: "both", "batch" or "bank"), each image pair weighted once.
 
     emb: [B, D_s] unit student embeddings; targets: [B, D_t] unit teacher targets; labels, rows: [B].
     In-batch pairs come first, then the bank's (anchor-major).
     """
-    parts_s: list[torch.Tensor] = []
-    parts_t: list[torch.Tensor] = []
-    n_in = 0
-    if in_batch:
-        s, t = in_batch_pairs(emb, targets, labels, rows)
-        parts_s.append(s)
-        parts_t.append(t)
-        n_in = len(s)
-    if use_bank and bank is not None:
-        s, t = bank_pairs(emb, targets, labels, rows, bank, provider, step)
-        parts_s.append(s)
-        parts_t.append(t)
-    if not parts_s:
-        return PositivePairs(emb.new_zeros(0), emb.new_zeros(0), 0)
-    return PositivePairs(torch.cat(parts_s), torch.cat(parts_t), n_in)
+    check_choice(sources, PAIR_SOURCES, "icd.pairs")
+    parts: list[PairSide] = []
+    if sources in ("both", "batch"):
+        parts.append(in_batch_pairs(emb, targets, labels, rows))
+    n_in = len(parts[0].student) if parts else 0
+    if sources in ("both", "bank") and bank is not None:
+        parts.append(bank_pairs(emb, targets, labels, rows, bank, provider, step))
+    if not parts:
+        return PositivePairs(emb.new_zeros(0), emb.new_zeros(0), emb.new_zeros(0), 0)
+    rows_a, rows_b = torch.cat([p.rows_a for p in parts]), torch.cat([p.rows_b for p in parts])
+    return PositivePairs(torch.cat([p.student for p in parts]), torch.cat([p.teacher for p in parts]),
+                         distinct_pair_weights(rows_a, rows_b), n_in)

@@ -140,20 +140,39 @@ def _checked_labels(dataset: Any) -> tuple[np.ndarray, int]:
 
 
 def build_sampler(cfg: PipelineConfig, inputs: TrainInputs, labels: np.ndarray) -> tuple[IdentityBatchSampler, int]:
-    """The P x M identity sampler over the usable rows, and P."""
+    """The P x M identity sampler over the usable rows, and P (0: random batches)."""
     tc = cfg.train
     m = tc.images_per_identity
     p = tc.identities_per_batch or tc.batch_size // m
     if tc.batch_size < p * m:
         raise ConfigError(f"config key 'train.batch_size': {tc.batch_size} is smaller than "
                           f"train.identities_per_batch x train.images_per_identity = {p} x {m}")
+    if tc.identities_per_batch and tc.random_share == 1.0:
+        raise ConfigError(f"config keys 'train.identities_per_batch' = {tc.identities_per_batch} and "
+                          "'train.random_share' = 1.0 contradict each other: random batches hold no identity groups")
     sampler_labels, sampler_pos = sampler_inputs(labels, inputs.rows, inputs.positives)
     # P x M identity rows per batch; the rest of the batch (train.random_share, or what an explicit
     # train.identities_per_batch leaves) is uniform random rows.
     random_share = max(tc.random_share, 1.0 - p * m / tc.batch_size) if tc.identities_per_batch else tc.random_share
     sampler = IdentityBatchSampler(sampler_labels, sampler_pos, batch_size=tc.batch_size, images_per_identity=m,
                                    random_share=random_share, seed=cfg.run.seed)
-    return sampler, p
+    return sampler, sampler.p
+
+
+def check_pair_sources(cfg: PipelineConfig, groups: int) -> None:
+    """ConfigError naming the keys when `icd.pairs` asks for a source of SDC pairs that this run cannot have.
+
+    groups: identity groups per batch (0: random batches, `train.random_share` = 1.0).
+    """
+    icd = cfg.icd
+    if icd.pairs in ("batch", "both") and groups == 0:
+        raise ConfigError(f"config keys 'icd.pairs' = {icd.pairs!r} and 'train.random_share' = "
+                          f"{cfg.train.random_share!r}: random batches hold no identity groups, so there are no "
+                          "in-batch pairs; set icd.pairs = \"bank\" or lower train.random_share")
+    if icd.pairs in ("bank", "both") and icd.max_age == 0:
+        raise ConfigError(f"config keys 'icd.pairs' = {icd.pairs!r} and 'icd.max_age' = 0: the bank is written "
+                          "after the loss, so every slot is at least one step old when read and none is ever valid; "
+                          "set icd.max_age >= 1 or icd.pairs = \"batch\"")
 
 
 def build_modules(cfg: PipelineConfig, inputs: TrainInputs, num_classes: int,
@@ -195,8 +214,11 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler)))
     modules = build_modules(cfg, inputs, num_classes, device)
     distill = inputs.provider is not None
+    sdc = distill and cfg.loss.sdc_weight > 0
+    if sdc:
+        check_pair_sources(cfg, p)
     bank = None
-    if distill and cfg.icd.use_bank and cfg.loss.sdc_weight > 0:
+    if sdc and cfg.icd.pairs != "batch":
         bank = FeatureBank(num_classes, cfg.icd.bank_size, cfg.student.embedding_size, cfg.icd.max_age, device=device)
     opt, sched = build_optimizer(cfg, [q for mod in modules.values() for q in mod.parameters()], total)
     amp = amp_mode(cfg.train.amp, device)
@@ -212,11 +234,11 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     candidates = resume_candidates(cfg.train.resume, resume, run.run_dir / "checkpoints", overwrite)
     if candidates:
         restore(run, candidates)
-    if distill and cfg.loss.sdc_weight > 0:
+    if sdc:
         warn_without_pairs(sampler.labels)
-    log.info("%s: %d steps (%d per epoch), batch %d = %d ids x %d, %d rows, %d classes, device %s, amp %s",
-             command, total, run.per_epoch, cfg.train.batch_size, p, cfg.train.images_per_identity,
-             len(inputs.rows), num_classes, device, amp)
+    log.info("%s: %d steps (%d per epoch), batch %d = %d ids x %d + %d random rows, %d rows, %d classes, "
+             "device %s, amp %s", command, total, run.per_epoch, cfg.train.batch_size, p,
+             cfg.train.images_per_identity, sampler.n_random, len(inputs.rows), num_classes, device, amp)
     return run
 
 

@@ -1,12 +1,14 @@
-"""Identity batch sampler: P identities x M images per batch, teacher positives first.
+"""Identity batch sampler: P identities x M images per batch, an anchor's table positives first.
 
 ICD-Face (Yu et al., ICCV 2023), section 1 of DESIGN.md: in-batch positive pairs for the SDC term
-need several images of each identity in a batch; the sampler prefers each anchor's positives from
-the stage-1 teacher positives table.
+need several images of each identity in a batch; the sampler fills an anchor's group from a table of
+preferred same-identity rows, which `train.positive_policy` chooses (`stages.training.policy`): the
+stage-1 teacher positives (`nearest`), the anchor's least similar rows (`farthest`), or none
+(`random`: the identity's rows in shuffled order).
 
 Epoch plan (built up front, deterministic from (seed, epoch)):
 1. Per identity, its rows are shuffled; the first unvisited row becomes an anchor and its group is
-   filled with, in order: the anchor's unvisited teacher positives (table order, -1 skipped), other
+   filled with, in order: the anchor's unvisited table positives (table order, -1 skipped), other
    unvisited rows of the identity (shuffled order), then, once the identity runs out of unvisited
    rows, the anchor's visited positives, other visited rows, and finally repeats of the group when
    the identity has fewer than M rows. Every row used is marked visited, so an identity with n rows
@@ -17,6 +19,11 @@ Epoch plan (built up front, deterministic from (seed, epoch)):
    has `batch_size` rows and no row is dropped) or left short (`drop_last=False`).
 4. The rows after the P x M group rows (`batch_size - P * M`, with P = (batch_size -
    round(random_share * batch_size)) // M) are uniform random rows not already in the batch.
+
+`random_share = 1.0` plans random batches instead (P = 0, no identity groups): each epoch is a
+permutation of all rows dealt `batch_size` to a batch, the short last batch completed with other
+random rows (`drop_last=True`) or left short. Their positive pairs come from the feature bank only
+(`icd.pairs = "bank"`).
 """
 from __future__ import annotations
 
@@ -65,26 +72,27 @@ class IdentityBatchSampler:
         self.positives = self._check_positives(positives)
         n_random = int(round(self.random_share * self.batch_size))
         self.p = (self.batch_size - n_random) // self.m
-        if self.p < 2:
+        if self.p < 2 and n_random < self.batch_size:
             raise ConfigError(
                 f"train.random_share = {self.random_share} leaves room for {self.p} identity group(s) of "
-                f"train.images_per_identity = {self.m} in train.batch_size = {self.batch_size}; need 2")
+                f"train.images_per_identity = {self.m} in train.batch_size = {self.batch_size}; need 2 "
+                "(or train.random_share = 1.0 for random batches)")
         self.n_random = self.batch_size - self.p * self.m
         self._identity_rows, self._offsets = identity_csr(self.labels, self.num_classes)
         counts = np.diff(self._offsets)
-        self.num_groups = int(np.sum((counts + self.m - 1) // self.m))
+        self.num_groups = int(np.sum((counts + self.m - 1) // self.m)) if self.p else 0
         self._plan_epoch: int | None = None
         self._plan: list[list[int]] = []
 
     def _check_sizes(self) -> None:
         if self.m < 2:
             raise ConfigError(f"train.images_per_identity must be >= 2 (pairs need two images), got {self.m}")
-        if self.batch_size < 2 * self.m:
+        if self.batch_size < 2 * self.m and self.random_share < 1.0:
             raise ConfigError(
                 f"train.batch_size = {self.batch_size} must be >= 2 * train.images_per_identity = "
                 f"{2 * self.m} (at least 2 identities per batch)")
-        if not 0.0 <= self.random_share < 1.0:
-            raise ConfigError(f"train.random_share must be in [0, 1), got {self.random_share}")
+        if not 0.0 <= self.random_share <= 1.0:
+            raise ConfigError(f"train.random_share must be in [0, 1], got {self.random_share}")
         if self.labels.size == 0:
             raise ConfigError("identity sampler: no rows to sample")
 
@@ -129,6 +137,8 @@ class IdentityBatchSampler:
 
     def __len__(self) -> int:
         """Batches per epoch (the same for every epoch)."""
+        if self.p == 0:
+            return math.ceil(self.labels.size / self.batch_size)
         return math.ceil(self.num_groups / self.p)
 
     def epoch_plan(self, epoch: int) -> list[list[int]]:
@@ -140,6 +150,8 @@ class IdentityBatchSampler:
 
     def _build_plan(self, epoch: int) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, epoch])
+        if self.p == 0:
+            return self._random_plan(rng)
         keys = rng.random(self.labels.size)
         shuffled = np.lexsort((keys, self.labels))
         groups: list[list[int]] = []
@@ -155,7 +167,16 @@ class IdentityBatchSampler:
         plan = []
         for batch in batches:
             rows = [row for g in batch for row in groups[g]]
-            plan.append(rows + self._random_rows(rows, rng))
+            plan.append(rows + self._random_rows(rows, rng, self.n_random))
+        return plan
+
+    def _random_plan(self, rng: np.random.Generator) -> list[list[int]]:
+        """Random batches: a permutation of all rows, `batch_size` to a batch (see the module docstring)."""
+        order = rng.permutation(self.labels.size).tolist()
+        plan = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        last = plan[-1]
+        if len(last) < self.batch_size and self.drop_last:
+            last += self._random_rows(last, rng, self.batch_size - len(last))
         return plan
 
     def _identity_groups(self, rows_c: list[int]) -> list[list[int]]:
@@ -248,9 +269,8 @@ class IdentityBatchSampler:
             groups.append(group)
             group_ids.append(c)
 
-    def _random_rows(self, rows: list[int], rng: np.random.Generator) -> list[int]:
-        """`n_random` uniform rows, avoiding rows already in the batch when the data allow it."""
-        need = self.n_random
+    def _random_rows(self, rows: list[int], rng: np.random.Generator, need: int) -> list[int]:
+        """`need` uniform rows, avoiding rows already in the batch when the data allow it."""
         if need == 0:
             return []
         n = self.labels.size

@@ -43,18 +43,19 @@ def distillation_terms(run: Run, emb: torch.Tensor, batch: dict[str, torch.Tenso
     targets = normalize(run.inputs.provider.batch_targets(batch).to(run.device))
     projected = normalize(run.projector(emb)) if run.projector is not None else emb
     terms = {"fcd": feature_consistency_loss(projected, targets)}
-    pairs = positive_pairs(emb, targets, labels, rows, run.bank, run.inputs.provider, run.step,
-                           in_batch=icd.in_batch, use_bank=icd.use_bank)
+    pairs = positive_pairs(emb, targets, labels, rows, run.bank, run.inputs.provider, run.step, sources=icd.pairs)
     if run.step >= run.sdc_start:
         terms["sdc"] = similarity_distribution_consistency(
-            pairs.student, pairs.teacher, run.grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction)
+            pairs.student, pairs.teacher, run.grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction,
+            weights=pairs.weights)
     else:
         terms["sdc"] = emb.sum() * 0.0
     with torch.no_grad():
         stats = {"ts_cos": (projected * targets).sum(-1).mean()}
         if pairs.in_batch:
-            stats["intra_teacher"] = pairs.teacher[: pairs.in_batch].mean()
-            stats["intra_student"] = pairs.student[: pairs.in_batch].mean()
+            w = pairs.weights[: pairs.in_batch]
+            stats["intra_teacher"] = (w * pairs.teacher[: pairs.in_batch]).sum() / w.sum()
+            stats["intra_student"] = (w * pairs.student[: pairs.in_batch]).sum() / w.sum()
     return terms, stats
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from config import config_hash, load_config, save_resolved, to_toml
+from config import PipelineConfig, config_from_dict, config_hash, load_config, save_resolved, to_dict, to_toml
 from tests.conftest import REPO
 
 
@@ -19,13 +19,13 @@ def test_repo_pipeline_toml_loads() -> None:
 
 def test_overrides_are_toml_values_or_plain_strings(tmp_path: Path) -> None:
     cfg = load_config(None, ["train.steps=7", "loss.scale=32", "data.root=/data/faces", "teacher.mean=[0, 0, 0]",
-                             'teacher.input_layout="NHWC"', "icd.in_batch=false"])
+                             'teacher.input_layout="NHWC"', 'icd.pairs="bank"'])
     assert cfg.train.steps == 7
     assert cfg.loss.scale == 32.0 and isinstance(cfg.loss.scale, float)
     assert cfg.data.root == "/data/faces"
     assert cfg.teacher.mean == [0.0, 0.0, 0.0]
     assert cfg.teacher.input_layout == "NHWC"
-    assert cfg.icd.in_batch is False
+    assert cfg.icd.pairs == "bank"
 
 
 def test_nested_synthetic_override() -> None:
@@ -38,7 +38,9 @@ def test_nested_synthetic_override() -> None:
     ("nosuch.key=1", "nosuch"),
     ("train.steps=\"ten\"", "train.steps"),
     ("train.steps=1.5", "train.steps"),
-    ("icd.in_batch=1", "icd.in_batch"),
+    ("icd.pairs=1", "icd.pairs"),
+    ('icd.pairs="neither"', "icd.pairs"),
+    ('train.positive_policy="hardest"', "train.positive_policy"),
     ("loss.head=\"sphereface\"", "loss.head"),
     ("teacher.mean=[1, 2]", "teacher.mean"),
     ("data.image_size=100", "data.image_size"),
@@ -96,3 +98,33 @@ def test_bad_numbers_are_refused_at_load_time_naming_the_key(setting: str, messa
     extra = ["train.epochs=0"] if setting.startswith("train.steps") else []
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(REPO / "pipeline.toml", [setting, *extra])
+
+
+@pytest.mark.parametrize("sigma, step", [(0.005, 0.01), (0.001, 0.01), (0.05, 0.1)])
+def test_sigma_below_one_grid_step_is_refused_naming_both_keys(sigma: float, step: float) -> None:
+    with pytest.raises(ConfigError, match=r"'icd\.sigma'.*'icd\.grid_step'"):
+        load_config(REPO / "pipeline.toml", [f"icd.sigma={sigma}", f"icd.grid_step={step}"])
+    assert load_config(None, [f"icd.sigma={step}", f"icd.grid_step={step}"]).icd.sigma == step
+
+
+@pytest.mark.parametrize("key", ["in_batch", "use_bank"])
+def test_replaced_pair_switches_are_refused_with_their_replacement(tmp_path: Path, key: str) -> None:
+    f = tmp_path / "old.toml"
+    f.write_text(f"[icd]\n{key} = true\n")
+    with pytest.raises(ConfigError, match=rf"'icd\.{key}' was replaced by icd\.pairs"):
+        load_config(f)
+    with pytest.raises(ConfigError, match=rf"'icd\.{key}' was replaced by icd\.pairs"):
+        load_config(None, [f"icd.{key}=false"])
+
+
+@pytest.mark.parametrize("in_batch, use_bank, pairs", [(True, True, "both"), (True, False, "batch"),
+                                                       (False, True, "bank")])
+def test_stored_configs_of_earlier_versions_read_their_pair_switches(in_batch: bool, use_bank: bool,
+                                                                     pairs: str) -> None:
+    table = to_dict(PipelineConfig())
+    del table["icd"]["pairs"]
+    table["icd"].update(in_batch=in_batch, use_bank=use_bank)
+    assert config_from_dict(table, source="old.pt").icd.pairs == pairs
+    table["icd"].update(in_batch=False, use_bank=False)
+    with pytest.raises(ConfigError, match="old.pt.*icd.in_batch"):
+        config_from_dict(table, source="old.pt")

@@ -133,3 +133,25 @@ def test_sdc_without_pairs_is_zero_with_graph():
     assert loss2.item() == 0.0
     loss2.backward()
     assert torch.isfinite(s2.grad).all()
+
+
+def _mass_ripple(step: float, sigma: float) -> float:
+    """Relative spread of one kernel's mass on the grid as its centre moves across one step."""
+    grid = similarity_grid(step).double()
+    mass = [torch.exp(-(grid - c) ** 2 / (2 * sigma * sigma)).sum().item()
+            for c in (0.3 + torch.linspace(0.0, step, 21, dtype=torch.float64))]
+    return (max(mass) - min(mass)) / max(mass)
+
+
+def test_below_one_grid_step_the_density_is_a_comb_and_sdc_goes_silent():
+    """Why `config.choices.check_bandwidth` refuses icd.sigma < icd.grid_step (kernel_density's docstring)."""
+    step = 0.01
+    assert _mass_ripple(step, step) < 1e-5
+    assert _mass_ripple(step, step / 4) > 0.5
+    teacher = torch.tensor([0.355, 0.465, 0.575])
+    for sigma, silent in ((step, False), (step / 30, True)):
+        student = torch.tensor([0.305, 0.415, 0.525], requires_grad=True)  # midway between grid nodes
+        loss = similarity_distribution_consistency(student, teacher, similarity_grid(step), sigma, 1e-10)
+        loss.backward()
+        assert student.grad is not None
+        assert (loss.item() == 0.0 and student.grad.abs().sum().item() == 0.0) is silent

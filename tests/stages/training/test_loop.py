@@ -1,6 +1,7 @@
 """`train` and `distill` end to end through click's CliRunner: losses, resume, refusals, NaN guard."""
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -174,3 +175,47 @@ def test_resuming_a_finished_run_leaves_its_files_alone(extracted: tuple[Path, l
     assert again["steps"] == 2 and again["checkpoint"] == first["checkpoint"]
     assert again["images_per_s"] > 0
     assert hashlib.sha256(Path(again["backbone"]).read_bytes()).hexdigest() == digest
+
+
+def test_bank_pairs_train_on_random_batches(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    """ICD-Face's likely setting: random batches (`train.random_share = 1.0`), positives from the bank only."""
+    run, settings, _ = extracted
+    s = settings + [f"run.dir={tmp_path}", f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=4",
+                    "train.random_share=1.0", 'icd.pairs="bank"', "train.checkpoint_every=100"]
+    code, out, summary = invoke("distill", s)
+    assert code == 0, out
+    assert summary["steps"] == 4 and summary["epochs"] == pytest.approx(4 / 3, abs=1e-3)  # 48 rows, batches of 16
+    sdc = [float(r["sdc"]) for r in read_metrics(tmp_path / "metrics.csv")]
+    assert sdc[0] == 0.0 and min(sdc[1:]) > 0.0  # the bank is empty at the first step only
+    code, out, _ = invoke("train", settings + [f"run.dir={tmp_path / 'train'}", "train.steps=1",
+                                               "train.random_share=1.0"])
+    assert code == 0, out  # `train` has no SDC term, so icd.pairs does not matter
+
+
+@pytest.mark.parametrize("changes, keys", [
+    (["train.random_share=1.0"], ("'icd.pairs' = 'both'", "'train.random_share' = 1.0")),
+    (['icd.pairs="batch"', "train.random_share=1.0"], ("'icd.pairs' = 'batch'", "'train.random_share' = 1.0")),
+    (['icd.pairs="bank"', "icd.max_age=0"], ("'icd.pairs' = 'bank'", "'icd.max_age' = 0")),
+    (["icd.max_age=0"], ("'icd.pairs' = 'both'", "'icd.max_age' = 0")),
+    (['icd.pairs="bank"', "train.random_share=1.0", "train.identities_per_batch=2"],
+     ("'train.identities_per_batch' = 2", "'train.random_share' = 1.0")),
+])
+def test_pair_sources_that_cannot_work_are_refused_naming_the_keys(
+        extracted: tuple[Path, list[str], dict], tmp_path: Path, changes: list[str], keys: tuple[str, ...]) -> None:
+    run, settings, _ = extracted
+    code, out, _ = invoke("distill", settings + [f"run.dir={tmp_path}", f"cache.path={run / 'cache' / 'teacher.h5'}",
+                                                 "train.steps=1", *changes])
+    assert code == 2, out
+    assert all(k in out for k in keys), out
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_farthest_positive_policy_runs(extracted: tuple[Path, list[str], dict], tmp_path: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    run, settings, _ = extracted
+    cache = f"cache.path={run / 'cache' / 'teacher.h5'}"
+    with caplog.at_level(logging.INFO, logger="stages.training.policy"):
+        code, out, summary = invoke("distill", settings + [f"run.dir={tmp_path}", cache, "train.steps=1",
+                                                           'train.positive_policy="farthest"'])
+    assert code == 0 and summary["steps"] == 1, out
+    assert "48 rows' farthest positives" in caplog.text  # distill built the sampler's table from the policy

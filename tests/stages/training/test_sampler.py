@@ -144,3 +144,20 @@ def test_errors_name_the_key_or_identity() -> None:
     bad_pos = np.array([[4], [-1], [-1], [-1], [-1], [-1], [-1], [-1], [-1], [-1], [-1], [-1]])
     with pytest.raises(ConfigError, match="row 0"):
         IdentityBatchSampler(labels, bad_pos, batch_size=8, images_per_identity=2, seed=0)
+
+
+def test_random_share_one_plans_random_batches() -> None:
+    labels = _labels([1, 2, 6, 5, 7, 4])  # 25 rows
+    sampler = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, random_share=1.0, seed=2)
+    assert (sampler.p, sampler.n_random, len(sampler)) == (0, 8, 4)
+    plans = [sampler.epoch_plan(e) for e in range(2)]
+    for batches in plans:
+        assert [len(b) for b in batches] == [8, 8, 8, 8]
+        assert all(len(set(b)) == 8 for b in batches)  # the padded last batch repeats no row either
+        assert set().union(*batches[:3], batches[3][:1]) == set(range(25))  # a permutation, then padding
+    assert plans[0] != plans[1]
+    short = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=4, random_share=1.0, seed=2,
+                                 drop_last=False)
+    assert [len(b) for b in short.epoch_plan(0)] == [8, 8, 8, 1]
+    tiny = IdentityBatchSampler(labels, None, batch_size=4, images_per_identity=4, random_share=1.0, seed=0)
+    assert tiny.p == 0 and len(tiny) == 7  # no room for 2 groups is fine when there are none
