@@ -97,6 +97,7 @@ RANGES: dict[str, Range] = {
     "cache.ram_limit_gb": NON_NEGATIVE, "cache.chunk_rows": AT_LEAST_ONE,
     "loss.scale": POSITIVE, "loss.margin": NON_NEGATIVE, "loss.fcd_weight": NON_NEGATIVE,
     "loss.sdc_weight": NON_NEGATIVE,
+    "loss.impostor_sdc_weight": NON_NEGATIVE,
     "icd.bank_size": AT_LEAST_ONE, "icd.max_age": NON_NEGATIVE, "icd.sigma": POSITIVE,
     # the similarity grid has 2 / grid_step + 1 nodes: 1e-4 is 20001 of them
     "icd.grid_step": Range(1e-4, 1.0), "icd.kl_eps": POSITIVE, "icd.warmup_epochs": NON_NEGATIVE,

@@ -79,6 +79,8 @@ class LossConfig:
     margin: float = 0.5
     fcd_weight: float = 1.0
     sdc_weight: float = 1.0
+    # in-batch different-identity pairs: the student's similarity distribution pulled to the teacher's (DDL)
+    impostor_sdc_weight: float = 0.0
 
 
 @dataclass

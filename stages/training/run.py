@@ -227,7 +227,8 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
         grid=similarity_grid(cfg.icd.grid_step).to(device) if distill else None,
         optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
         autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp),
-        weights={"margin": 1.0, "fcd": cfg.loss.fcd_weight, "sdc": cfg.loss.sdc_weight},
+        weights={"margin": 1.0, "fcd": cfg.loss.fcd_weight, "sdc": cfg.loss.sdc_weight,
+                 "impostor_sdc": cfg.loss.impostor_sdc_weight},
         sampler=sampler, total=total, sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler))),
         num_classes=num_classes, identities_per_batch=p,
     )

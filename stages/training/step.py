@@ -1,6 +1,7 @@
 """`train_step`: one optimiser step of ICD-Face, the hot path of stage two.
 
-L = L_margin + w_fcd * L_fcd + w_sdc * L_sdc (ICD-Face, Yu et al., ICCV 2023; DESIGN.md section 1),
+L = L_margin + w_fcd * L_fcd + w_sdc * L_sdc (ICD-Face, Yu et al., ICCV 2023; DESIGN.md section 1)
++ w_imp * L_sdc over in-batch different-identity pairs (`stages.training.impostors`, off by default),
 each term one pure function of `losses/`. The step runs forward, losses, backward, the optimiser and
 scheduler, then writes the batch into the feature bank (after the loss, so an anchor never meets its
 own copy). It returns its numbers as tensors: turning them into Python numbers (a host sync on a
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from losses import feature_consistency_loss, similarity_distribution_consistency, weighted_sum
 from models.preprocess import student_input
+from stages.training.impostors import impostor_pairs
 from stages.training.pairs import positive_pairs
 from stages.training.run import Run
 
@@ -37,19 +39,23 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 def distillation_terms(run: Run, emb: torch.Tensor, batch: dict[str, torch.Tensor], labels: torch.Tensor,
                        rows: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """FCD and SDC terms (float32) plus batch statistics; emb: [B, D_s] unit student embeddings."""
+    """FCD, SDC and (with `loss.impostor_sdc_weight` > 0) the impostor-pair SDC terms (float32) plus batch
+    statistics; emb: [B, D_s] unit student embeddings. Both SDC terms start after the warm-up."""
     assert run.inputs.provider is not None and run.grid is not None
     icd = run.cfg.icd
     targets = normalize(run.inputs.provider.batch_targets(batch).to(run.device))
     projected = normalize(run.projector(emb)) if run.projector is not None else emb
     terms = {"fcd": feature_consistency_loss(projected, targets)}
     pairs = positive_pairs(emb, targets, labels, rows, run.bank, run.inputs.provider, run.step, sources=icd.pairs)
-    if run.step >= run.sdc_start:
-        terms["sdc"] = similarity_distribution_consistency(
-            pairs.student, pairs.teacher, run.grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction,
-            weights=pairs.weights)
-    else:
-        terms["sdc"] = emb.sum() * 0.0
+    started = run.step >= run.sdc_start
+    terms["sdc"] = similarity_distribution_consistency(
+        pairs.student, pairs.teacher, run.grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction,
+        weights=pairs.weights) if started else emb.sum() * 0.0
+    if run.cfg.loss.impostor_sdc_weight > 0:
+        neg = impostor_pairs(emb, targets, labels, rows)
+        terms["impostor_sdc"] = similarity_distribution_consistency(
+            neg.student, neg.teacher, run.grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction,
+            weights=neg.weights) if started else emb.sum() * 0.0
     with torch.no_grad():
         stats = {"ts_cos": (projected * targets).sum(-1).mean()}
         if pairs.in_batch:

@@ -8,19 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from config import IcdConfig
+from config import IcdConfig, LossConfig
 from losses import similarity_grid
 from stages.training.step import distillation_terms
 from tests.stages.training.test_pairs import TableTargets
 
 
 def _reference_sdc(rows: list[int], labels: list[int], emb: torch.Tensor, targets: torch.Tensor, grid: list[float],
-                   sigma: float, eps: float) -> tuple[float, float]:
-    """KL(P_t || P_s) with each distinct in-batch image pair once (copies averaged), and their mean teacher cosine."""
+                   sigma: float, eps: float, same: bool = True) -> tuple[float, float]:
+    """KL(P_t || P_s) with each distinct in-batch image pair once (copies averaged), and their mean teacher cosine;
+    same-identity pairs, or (same=False) different-identity pairs."""
     copies: dict[frozenset[int], list[tuple[float, float]]] = {}
     for i in range(len(rows)):
         for j in range(i + 1, len(rows)):
-            if labels[i] == labels[j] and rows[i] != rows[j]:
+            if (labels[i] == labels[j] and rows[i] != rows[j]) if same else labels[i] != labels[j]:
                 sims = (float(emb[i] @ emb[j]), float(targets[i] @ targets[j]))
                 copies.setdefault(frozenset((rows[i], rows[j])), []).append(sims)
 
@@ -45,10 +46,29 @@ def test_sdc_term_weights_each_distinct_image_pair_once() -> None:
     table = F.normalize(torch.randn(30, 2, 6), dim=-1)
     icd = IcdConfig(pairs="batch", grid_step=0.05, sigma=0.1)
     run = SimpleNamespace(inputs=SimpleNamespace(provider=TableTargets(table)), grid=similarity_grid(icd.grid_step),
-                          cfg=SimpleNamespace(icd=icd), device=torch.device("cpu"), projector=None, bank=None,
-                          step=0, sdc_start=0)
+                          cfg=SimpleNamespace(icd=icd, loss=LossConfig()), device=torch.device("cpu"), projector=None,
+                          bank=None, step=0, sdc_start=0)
     terms, stats = distillation_terms(run, emb, {"rows": rows, "flips": flips}, labels, rows)
     want_sdc, want_intra = _reference_sdc(rows.tolist(), labels.tolist(), emb, table[rows, flips],
                                           run.grid.tolist(), icd.sigma, icd.kl_eps)
     assert terms["sdc"].item() == pytest.approx(want_sdc, rel=1e-4)
     assert stats["intra_teacher"].item() == pytest.approx(want_intra, rel=1e-5)
+
+
+def test_impostor_term_is_sdc_over_distinct_different_identity_pairs() -> None:
+    rows = torch.tensor([10, 11, 10, 11, 20, 21, 22, 23])
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    flips = torch.tensor([0, 1, 1, 0, 0, 1, 0, 1])
+    torch.manual_seed(3)
+    emb = F.normalize(torch.randn(8, 6), dim=1)
+    table = F.normalize(torch.randn(30, 2, 6), dim=-1)
+    icd = IcdConfig(pairs="batch", grid_step=0.05, sigma=0.1)
+    run = SimpleNamespace(inputs=SimpleNamespace(provider=TableTargets(table)), grid=similarity_grid(icd.grid_step),
+                          cfg=SimpleNamespace(icd=icd, loss=LossConfig(impostor_sdc_weight=0.5)),
+                          device=torch.device("cpu"), projector=None, bank=None, step=0, sdc_start=0)
+    terms, _ = distillation_terms(run, emb, {"rows": rows, "flips": flips}, labels, rows)
+    want, _ = _reference_sdc(rows.tolist(), labels.tolist(), emb, table[rows, flips], run.grid.tolist(), icd.sigma,
+                             icd.kl_eps, same=False)
+    assert terms["impostor_sdc"].item() == pytest.approx(want, rel=1e-4)
+    run.cfg.loss = LossConfig()
+    assert "impostor_sdc" not in distillation_terms(run, emb, {"rows": rows, "flips": flips}, labels, rows)[0]
