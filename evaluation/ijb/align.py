@@ -9,6 +9,7 @@ one grey level; pixel centres are at integer coordinates in both.
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from common.errors import ConfigError
 from readers.base import MAX_IMAGE_PIXELS
 
 ALIGNED_SIZE = 112
+WINDOW_MARGIN = 2  # pixels kept around the input window that an aligned face samples (`warp_similarity`)
 # ArcFace's five reference points (x, y) in pixels of the 112x112 aligned face: left eye, right eye,
 # nose tip, left and right mouth corners.
 ARCFACE_TEMPLATE = np.array([
@@ -56,17 +58,46 @@ def similarity_to_template(landmarks: np.ndarray, template: np.ndarray = ARCFACE
     return np.array(params, dtype=np.float64)
 
 
+def _source_window(matrix: np.ndarray, shape: tuple[int, ...], size: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the input pixels that output [size, size] of `matrix` can sample, with a margin.
+
+    The box around M^-1 of the output's corner pixel centres (an affine map sends the output square to
+    a parallelogram spanned by them), widened by WINDOW_MARGIN pixels and clipped to the image. Empty
+    (x1 <= x0 or y1 <= y0) when the output lies wholly outside the image.
+    """
+    last = size - 1
+    corners = np.array([[0.0, 0.0, 1.0], [last, 0.0, 1.0], [0.0, last, 1.0], [last, last, 1.0]])
+    corners = corners @ np.linalg.inv(matrix).T
+    height, width = shape[0], shape[1]
+    x0 = max(math.floor(corners[:, 0].min()) - WINDOW_MARGIN, 0)
+    y0 = max(math.floor(corners[:, 1].min()) - WINDOW_MARGIN, 0)
+    x1 = min(math.ceil(corners[:, 0].max()) + WINDOW_MARGIN + 1, width)
+    y1 = min(math.ceil(corners[:, 1].max()) + WINDOW_MARGIN + 1, height)
+    return x0, y0, x1, y1
+
+
 def warp_similarity(image: np.ndarray, matrix: np.ndarray, size: int = ALIGNED_SIZE) -> np.ndarray:
     """Warp uint8 [H, W, 3] by `matrix` (3x3, input -> output pixel coordinates) to uint8 [size, size, 3].
 
     Output pixel (x', y') takes the bilinear interpolation of the input at M^-1 [x', y', 1]; outside the
     input it is 0. Values are rounded to the nearest integer.
+
+    Only the window of the input that the output can sample (`_source_window`) is passed to the warp,
+    with the matrix shifted to match: every output pixel reads the same four neighbours, with the same
+    weights and the same out-of-image zeros (the window's edges are the image's edges or lie at least
+    WINDOW_MARGIN pixels beyond any sample), so the result is the whole image's warp while the cost no
+    longer grows with the size of the loose crop. The warp's own clip to the input range is skipped: a
+    bilinear value of integer pixels lies within their range, so after rounding it changes nothing.
     """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 [H, W, 3] image, got {image.dtype} {image.shape}")
-    inverse = SimilarityTransform(matrix=np.linalg.inv(matrix))
-    out = warp(image, inverse, output_shape=(size, size), order=1, mode="constant", cval=0.0,
-               preserve_range=True)
+    x0, y0, x1, y1 = _source_window(matrix, image.shape, size)
+    if x1 <= x0 or y1 <= y0:
+        return np.zeros((size, size, 3), dtype=np.uint8)
+    shifted = matrix @ np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])  # window -> output
+    inverse = SimilarityTransform(matrix=np.linalg.inv(shifted))
+    out = warp(image[y0:y1, x0:x1], inverse, output_shape=(size, size), order=1, mode="constant", cval=0.0,
+               preserve_range=True, clip=False)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
@@ -94,9 +125,9 @@ def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.
             if width * height > limit:
                 raise ConfigError(f"image {path} is too large: {width} x {height} pixels > {limit}")
             im.load()
-            rgb = im.convert("RGB")
+            rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)  # RGB: no convert copy
     except ConfigError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise ConfigError(f"image {path} cannot be read or decoded: {e}") from None
-    return np.asarray(rgb, dtype=np.uint8)
+    return rgb

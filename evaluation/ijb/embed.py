@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 CHUNK_PATTERN = "chunk_{index:06d}.npy"
+PREFETCH_BATCHES = 1  # batches loaded ahead of the one being embedded (workers > 0)
 ViewsFn = Callable[[np.ndarray], Any]  # uint8 [B, H, W, 3] -> [B, 2, D] (numpy array or CPU torch tensor)
 
 
@@ -76,16 +78,47 @@ def _views(embed_views: ViewsFn, images: np.ndarray, first: int) -> np.ndarray:
     return out
 
 
-def _embed_chunk(load: Callable[[int], np.ndarray], indices: range, embed_views: ViewsFn, batch_size: int,
-                 pool: ThreadPoolExecutor | None, bar: tqdm) -> np.ndarray:
-    """Views [len(indices), 2, D] of one chunk, loading its images (in `pool` when given) batch by batch."""
-    parts = []
-    for start in range(indices.start, indices.stop, batch_size):
-        batch = range(start, min(start + batch_size, indices.stop))
-        images = list(pool.map(load, batch)) if pool is not None else [load(i) for i in batch]
-        parts.append(_views(embed_views, np.ascontiguousarray(np.stack(images)), start))
-        bar.update(len(batch))
-    return np.concatenate(parts)
+def _batch_plan(chunks: list[range], todo: list[int], batch_size: int) -> list[tuple[int, range]]:
+    """(chunk, images of one `embed_views` call) of every chunk to embed, in order; a batch never spans two chunks."""
+    return [(c, range(s, min(s + batch_size, chunks[c].stop)))
+            for c in todo for s in range(chunks[c].start, chunks[c].stop, batch_size)]
+
+
+def _loaded_batches(load: Callable[[int], np.ndarray], plan: list[tuple[int, range]],
+                    pool: ThreadPoolExecutor | None, prefetch: int
+                    ) -> Iterator[tuple[int, range, np.ndarray]]:
+    """(chunk, batch, images uint8 [B, H, W, 3]) of each planned batch, in order.
+
+    Without a pool the images are loaded here, batch by batch. With one, the `prefetch` batches after the
+    one being yielded are already submitted to it (one image per task, in order), so they are read and
+    aligned while the caller embeds; a load that raises raises here, when its batch is reached.
+    """
+    if pool is None:
+        for c, batch in plan:
+            yield c, batch, np.stack([load(i) for i in batch])
+        return
+    upcoming = iter(plan)
+    pending: deque[tuple[int, range, list[Future[np.ndarray]]]] = deque()
+
+    def submit_next() -> bool:
+        item = next(upcoming, None)
+        if item is None:
+            return False
+        pending.append((item[0], item[1], [pool.submit(load, i) for i in item[1]]))
+        return True
+
+    while True:
+        while len(pending) <= prefetch and submit_next():  # this batch and the `prefetch` after it
+            pass
+        if not pending:
+            return
+        c, batch, futures = pending.popleft()
+        yield c, batch, np.stack([f.result() for f in futures])
+
+
+def _save_chunk(path: Path, views: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, views, allow_pickle=False)
 
 
 def embed_in_chunks(load: Callable[[int], np.ndarray], count: int, embed_views: ViewsFn,
@@ -94,8 +127,10 @@ def embed_in_chunks(load: Callable[[int], np.ndarray], count: int, embed_views: 
     """Embed images 0 .. count - 1 (`load(i)` -> uint8 [H, W, 3]) and their flips; returns the chunk files in order.
 
     Chunks already in `work_dir` for the same `fingerprint`, count and chunk size are kept; the others
-    are embedded `batch_size` images per `embed_views` call, loaded by `workers` threads (0: in this
-    thread), with a progress bar on stderr.
+    are embedded `batch_size` images per `embed_views` call (a batch never spans two chunks), with a
+    progress bar on stderr. Images are loaded by `workers` threads, which read the next
+    `PREFETCH_BATCHES` batches while `embed_views` runs on the current one (also across chunk ends);
+    `workers` 0 loads them in this thread, between the calls.
     """
     if count < 1 or chunk_size < 1 or batch_size < 1:
         raise ValueError(f"count ({count}), chunk_size ({chunk_size}) and batch_size ({batch_size}) must be >= 1")
@@ -107,12 +142,16 @@ def embed_in_chunks(load: Callable[[int], np.ndarray], count: int, embed_views: 
     if done_images:
         log.info("%s: %d of %d chunks already embedded in %s", desc, len(chunks) - len(todo), len(chunks), work)
     pool = ThreadPoolExecutor(workers) if workers > 0 else None
+    parts: list[np.ndarray] = []
     try:
         with tqdm(total=count, initial=done_images, unit="img", desc=desc, dynamic_ncols=True) as bar:
-            for c in todo:
-                views = _embed_chunk(load, chunks[c], embed_views, batch_size, pool, bar)
-                with atomic_path(chunk_path(work, c)) as tmp, open(tmp, "wb") as fh:
-                    np.save(fh, views, allow_pickle=False)
+            for c, batch, images in _loaded_batches(load, _batch_plan(chunks, todo, batch_size), pool,
+                                                      PREFETCH_BATCHES):
+                parts.append(_views(embed_views, images, batch.start))
+                bar.update(len(batch))
+                if batch.stop == chunks[c].stop:  # the chunk's last batch
+                    _save_chunk(chunk_path(work, c), parts[0] if len(parts) == 1 else np.concatenate(parts))
+                    parts = []
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

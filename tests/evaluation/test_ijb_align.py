@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from skimage.transform import ProjectiveTransform, warp
 
 from common.errors import ConfigError
-from evaluation.ijb.align import ARCFACE_TEMPLATE, align_face, load_rgb, similarity_to_template
+from evaluation.ijb.align import ARCFACE_TEMPLATE, align_face, load_rgb, similarity_to_template, warp_similarity
 
 
 def similarity(scale: float, degrees: float, tx: float, ty: float) -> np.ndarray:
@@ -61,6 +62,40 @@ def test_aligning_a_warped_face_gives_the_face_back() -> None:
     assert diff.mean() < 0.1 and diff.max() <= 2
 
 
+def test_the_warp_equals_scikit_image_s_warp_of_the_whole_loose_crop() -> None:
+    """`warp_similarity` reads only the window of the crop the face samples; the result is the whole crop's warp
+    bit for bit: faces inside, across an edge or a corner, wholly outside, shrunk, enlarged, any rotation."""
+    rng = np.random.default_rng(21)
+    kinds = {"inside": 0, "across an edge": 0, "outside": 0}
+    for case in range(90):
+        height, width = (int(v) for v in rng.integers(80, 420, 2))
+        crop = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)  # noise: every neighbour matters
+        size = np.array([width, height])
+        if case % 3 == 0:  # inside: the rotated face's diagonal fits in the crop
+            scale = float(rng.uniform(0.4, min(width, height) / (112 * 1.45)))
+            centre = size / 2 + rng.uniform(-2, 2, 2)
+        elif case % 3 == 1:  # across an edge or a corner
+            scale = float(rng.uniform(0.4, 3.5))
+            centre = rng.uniform(0.0, 1.0, 2) * size
+            axis = int(rng.integers(2))
+            centre[axis] = rng.choice([0.0, 1.0]) * size[axis]
+        else:  # wholly outside
+            scale = float(rng.uniform(0.4, 3.5))
+            centre = size / 2 + rng.choice([-1, 1], 2) * (size / 2 + 112 * scale)
+        s_matrix = similarity(scale, float(rng.uniform(-180, 180)), 0.0, 0.0)
+        s_matrix[:2, 2] = centre - s_matrix[:2, :2] @ [55.5, 55.5]  # aligned face -> crop, its centre at `centre`
+        matrix = np.linalg.inv(s_matrix)  # crop -> aligned face, as `align_face` estimates it
+        expected = forward_warp(crop, matrix, (112, 112))
+        np.testing.assert_array_equal(warp_similarity(crop, matrix), expected)
+        box = apply(s_matrix, np.array([[0.0, 0.0], [111, 0], [0, 111], [111, 111]]))
+        inside = (box.min(0) >= 0).all() and (box.max(0) <= [width - 1, height - 1]).all()
+        outside = (box.max(0) < -1).any() or (box.min(0) > [width, height]).any()
+        kinds["inside" if inside else "outside" if outside else "across an edge"] += 1
+        if outside:
+            assert not expected.any()
+    assert min(kinds.values()) >= 20, kinds
+
+
 def test_dots_at_the_landmarks_land_on_the_template() -> None:
     """Gaussian dots drawn at the loose-crop landmarks end up at the template points after alignment."""
     s_matrix = similarity(1.4, -15.0, 20.0, 35.0)
@@ -89,6 +124,19 @@ def test_noisy_landmarks_give_the_least_squares_similarity() -> None:
     a, b, tx, ty = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
     expected = np.array([[a, -b, tx], [b, a, ty], [0, 0, 1]])
     np.testing.assert_allclose(similarity_to_template(landmarks), expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", ".png"), ("RGB", ".jpg"), ("L", ".png"), ("RGBA", ".png"),
+                                           ("P", ".png"), ("CMYK", ".jpg")])
+def test_images_of_any_mode_load_as_rgb(tmp_path: Path, mode: str, suffix: str) -> None:
+    pixels = smooth_image(30, 40)
+    path = tmp_path / f"face{suffix}"
+    Image.fromarray(pixels).convert(mode).save(path)
+    with Image.open(path) as im:
+        expected = np.asarray(im.convert("RGB"))
+    loaded = load_rgb(path)
+    assert loaded.dtype == np.uint8 and loaded.shape == (30, 40, 3)
+    np.testing.assert_array_equal(loaded, expected)
 
 
 def test_degenerate_landmarks_and_bad_images_are_refused(tmp_path: Path) -> None:
