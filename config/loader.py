@@ -229,8 +229,8 @@ def save_resolved(cfg: PipelineConfig, directory: str | os.PathLike[str], name: 
     return out
 
 
-__all__ = ["load_config", "config_from_dict", "validate", "value_at", "to_dict", "to_toml", "config_hash",
-           "save_resolved"]
+__all__ = ["load_config", "apply_overrides", "config_from_dict", "validate", "value_at", "to_dict", "to_toml",
+           "config_hash", "save_resolved"]
 
 
 def apply_overrides(cfg: PipelineConfig, overrides: typing.Sequence[str], source: str = "--set") -> PipelineConfig:

@@ -128,3 +128,16 @@ def test_stored_configs_of_earlier_versions_read_their_pair_switches(in_batch: b
     table["icd"].update(in_batch=False, use_bank=False)
     with pytest.raises(ConfigError, match="old.pt.*icd.in_batch"):
         config_from_dict(table, source="old.pt")
+
+
+def test_apply_overrides_copies_and_checks_like_set() -> None:
+    from config import apply_overrides
+
+    base = load_config(None, ["train.lr=0.2"])
+    out = apply_overrides(base, ["loss.sdc_weight=0.0", 'icd.pairs="bank"'], "variant v")
+    assert (out.loss.sdc_weight, out.icd.pairs, out.train.lr) == (0.0, "bank", 0.2)
+    assert base.loss.sdc_weight == 1.0 and base.icd.pairs == "both"  # the original is untouched
+    with pytest.raises(ConfigError, match="variant v: unknown config key 'loss.sdc_wieght'"):
+        apply_overrides(base, ["loss.sdc_wieght=0.0"], "variant v")
+    with pytest.raises(ConfigError, match="variant v: config keys 'icd.sigma'"):
+        apply_overrides(base, ["icd.sigma=0.001"], "variant v")
