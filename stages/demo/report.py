@@ -75,7 +75,8 @@ def comparison_table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["", f"Student vs student on the all-vs-all held-out pairs: b - a, 95% interval from a paired "
              f"bootstrap over held-out identities ({n_boot} resamples; an interval that excludes 0 is a "
              "difference the data shows).", "",
-             "| a | b | metric | a | b | b - a | 95% interval | verdict |", "|---|---|---|---|---|---|---|---|"]
+             "| a | b | metric | value of a | value of b | b - a | 95% interval | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['a']} | {row['b']} | {METRIC_NAMES.get(row['metric'], row['metric'])} | "
                      f"{_fmt(row['a_value'])} | {_fmt(row['b_value'])} | {_fmt(row['difference'], 4)} | "
