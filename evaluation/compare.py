@@ -51,3 +51,11 @@ def verdict(row: dict[str, Any]) -> str:
     if high < 0:
         return f"{row['a']} higher"
     return "no difference shown"
+
+
+def mean_std(values: Sequence[float | None]) -> str:
+    """`mean ± std` of one metric over seeds for a table (`n/a` when any seed has no value; one value alone)."""
+    if not values or any(v is None for v in values):
+        return "n/a"
+    a = np.asarray(values, dtype=np.float64)
+    return f"{a.mean():.4f} ± {a.std():.4f}" if a.size > 1 else f"{a.mean():.4f}"

@@ -6,11 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from common.atomic import atomic_write_text
 from config import PipelineConfig
-from evaluation.compare import verdict
+from evaluation.compare import mean_std, verdict
 from evaluation.plots import plot_roc, plot_similarity_histograms
 
 if TYPE_CHECKING:
@@ -21,13 +19,6 @@ METRIC_NAMES = {"auc": "AUC", "tar@1e-2": "TAR@FAR=1e-2", "tar@1e-3": "TAR@FAR=1
 
 def _fmt(v: float | None, digits: int = 4) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
-
-
-def _mean_std(values: Sequence[float | None]) -> str:
-    if any(v is None for v in values):
-        return "n/a"
-    a = np.asarray(values, dtype=np.float64)
-    return f"{a.mean():.4f} ± {a.std():.4f}" if len(a) > 1 else f"{a.mean():.4f}"
 
 
 def _train_gap(r: ModelResult) -> float | None:
@@ -92,11 +83,11 @@ def seed_table(cfg: PipelineConfig, results: dict[str, ModelResult], students: S
     for name in students:
         rs = [results[f"seed{s}/{name}"] for s in cfg.demo.seeds]
         lines.append(
-            f"| {name} | {_mean_std([r.sampled.record['accuracy_mean'] for r in rs])} | "
-            f"{_mean_std([r.all_pairs.record['auc'] for r in rs])} | "
-            f"{_mean_std([r.all_pairs.record['tar_at_far'].get('1e-3') for r in rs])} | "
-            f"{_mean_std([teacher_intra - r.all_pairs.record['intra_mean'] for r in rs])} | "
-            f"{_mean_std([_train_gap(r) for r in rs])} |")
+            f"| {name} | {mean_std([r.sampled.record['accuracy_mean'] for r in rs])} | "
+            f"{mean_std([r.all_pairs.record['auc'] for r in rs])} | "
+            f"{mean_std([r.all_pairs.record['tar_at_far'].get('1e-3') for r in rs])} | "
+            f"{mean_std([teacher_intra - r.all_pairs.record['intra_mean'] for r in rs])} | "
+            f"{mean_std([_train_gap(r) for r in rs])} |")
     return lines
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from common.atomic import atomic_write_text
-from evaluation.compare import verdict
+from evaluation.compare import mean_std, verdict
 from evaluation.plots import plot_roc
 from evaluation.verify import SetResult
 from stages.sweep.spec import SweepSpec
@@ -24,14 +24,6 @@ def metric_value(record: dict[str, Any], metric: str) -> float | None:
     if metric == "auc":
         return record.get("auc")
     return record.get("tar_at_far", {}).get(metric.removeprefix("tar@"))
-
-
-def mean_std(values: list[float | None]) -> str:
-    """`mean ± std` over seeds (`n/a` when any seed has no value)."""
-    if not values or any(v is None for v in values):
-        return "n/a"
-    a = np.asarray(values, dtype=np.float64)
-    return f"{a.mean():.4f} ± {a.std():.4f}" if a.size > 1 else f"{a.mean():.4f}"
 
 
 def _fmt(v: float | None) -> str:

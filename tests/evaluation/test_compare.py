@@ -54,3 +54,11 @@ def test_verdict_reads_the_interval() -> None:
     assert verdict({**row, "ci_low": -0.01, "ci_high": 0.02}) == "no difference shown"
     assert verdict({**row, "ci_low": 0.0, "ci_high": 0.02}) == "no difference shown"
     assert verdict({**row, "ci_low": None, "ci_high": None}) == "not measured"
+
+
+def test_mean_std_over_seeds() -> None:
+    from evaluation.compare import mean_std
+
+    assert mean_std([0.5, 0.7]) == "0.6000 ± 0.1000"
+    assert mean_std([0.25]) == "0.2500"
+    assert mean_std([0.5, None]) == "n/a" and mean_std([]) == "n/a"

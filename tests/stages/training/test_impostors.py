@@ -1,6 +1,7 @@
 """`stages.training.impostors`: in-batch different-identity pairs, against a naive loop."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -25,5 +26,5 @@ def test_impostor_pairs_match_a_naive_loop_and_count_each_image_pair_once() -> N
     got = sorted(zip(out.student.tolist(), out.teacher.tolist(), out.weights.tolist(), strict=True))
     want = sorted((s, t, 1.0 / len(v)) for v in expected.values() for s, t in v)
     for g, w in zip(got, want, strict=True):
-        assert g == tuple(w) or all(abs(a - b) < 1e-6 for a, b in zip(g, w, strict=True))
+        assert g == pytest.approx(w, abs=1e-6)
     assert abs(float(out.weights.sum()) - len(expected)) < 1e-5  # each distinct image pair weighs 1

@@ -36,39 +36,45 @@ def _reference_sdc(rows: list[int], labels: list[int], emb: torch.Tensor, target
     return kl, intra_teacher
 
 
-def test_sdc_term_weights_each_distinct_image_pair_once() -> None:
-    # a two-image identity's group [10, 11, 10, 11] (four copies of one pair) next to a four-image identity
-    rows = torch.tensor([10, 11, 10, 11, 20, 21, 22, 23])
-    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+GROUPED = ([10, 11, 10, 11, 20, 21, 22, 23], [0, 0, 0, 0, 1, 1, 1, 1])
+
+
+def _two_identity_batch(seed: int, loss: LossConfig, batch_rows: tuple[list[int], list[int]] = GROUPED
+                        ) -> tuple[SimpleNamespace, dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor,
+                                   IcdConfig]:
+    """By default a two-image identity's group [10, 11, 10, 11] (four copies of one pair) next to a four-image
+    identity, and a stand-in `Run` reading targets from a table: (run, batch, emb, labels, table targets, icd)."""
+    rows, labels = torch.tensor(batch_rows[0]), torch.tensor(batch_rows[1])
     flips = torch.tensor([0, 1, 1, 0, 0, 1, 0, 1])
-    torch.manual_seed(2)
+    torch.manual_seed(seed)
     emb = F.normalize(torch.randn(8, 6), dim=1)
     table = F.normalize(torch.randn(30, 2, 6), dim=-1)
     icd = IcdConfig(pairs="batch", grid_step=0.05, sigma=0.1)
     run = SimpleNamespace(inputs=SimpleNamespace(provider=TableTargets(table)), grid=similarity_grid(icd.grid_step),
-                          cfg=SimpleNamespace(icd=icd, loss=LossConfig()), device=torch.device("cpu"), projector=None,
+                          cfg=SimpleNamespace(icd=icd, loss=loss), device=torch.device("cpu"), projector=None,
                           bank=None, step=0, sdc_start=0)
-    terms, stats = distillation_terms(run, emb, {"rows": rows, "flips": flips}, labels, rows)
-    want_sdc, want_intra = _reference_sdc(rows.tolist(), labels.tolist(), emb, table[rows, flips],
-                                          run.grid.tolist(), icd.sigma, icd.kl_eps)
+    return run, {"rows": rows, "flips": flips}, emb, labels, table[rows, flips], icd
+
+
+def test_sdc_term_weights_each_distinct_image_pair_once() -> None:
+    run, batch, emb, labels, targets, icd = _two_identity_batch(2, LossConfig())
+    rows = batch["rows"]
+    terms, stats = distillation_terms(run, emb, batch, labels, rows)
+    want_sdc, want_intra = _reference_sdc(rows.tolist(), labels.tolist(), emb, targets, run.grid.tolist(), icd.sigma,
+                                          icd.kl_eps)
     assert terms["sdc"].item() == pytest.approx(want_sdc, rel=1e-4)
     assert stats["intra_teacher"].item() == pytest.approx(want_intra, rel=1e-5)
 
 
 def test_impostor_term_is_sdc_over_distinct_different_identity_pairs() -> None:
-    rows = torch.tensor([10, 11, 10, 11, 20, 21, 22, 23])
-    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    flips = torch.tensor([0, 1, 1, 0, 0, 1, 0, 1])
-    torch.manual_seed(3)
-    emb = F.normalize(torch.randn(8, 6), dim=1)
-    table = F.normalize(torch.randn(30, 2, 6), dim=-1)
-    icd = IcdConfig(pairs="batch", grid_step=0.05, sigma=0.1)
-    run = SimpleNamespace(inputs=SimpleNamespace(provider=TableTargets(table)), grid=similarity_grid(icd.grid_step),
-                          cfg=SimpleNamespace(icd=icd, loss=LossConfig(impostor_sdc_weight=0.5)),
-                          device=torch.device("cpu"), projector=None, bank=None, step=0, sdc_start=0)
-    terms, _ = distillation_terms(run, emb, {"rows": rows, "flips": flips}, labels, rows)
-    want, _ = _reference_sdc(rows.tolist(), labels.tolist(), emb, table[rows, flips], run.grid.tolist(), icd.sigma,
-                             icd.kl_eps, same=False)
+    # row 10 twice, row 11 once: its impostor pairs occur twice or once, so unweighted copies would skew the density
+    run, batch, emb, labels, targets, icd = _two_identity_batch(3, LossConfig(impostor_sdc_weight=0.5),
+                                                                ([10, 11, 10, 20, 21, 22, 23, 24],
+                                                                 [0, 0, 0, 1, 1, 1, 1, 1]))
+    rows = batch["rows"]
+    terms, _ = distillation_terms(run, emb, batch, labels, rows)
+    want, _ = _reference_sdc(rows.tolist(), labels.tolist(), emb, targets, run.grid.tolist(), icd.sigma, icd.kl_eps,
+                             same=False)
     assert terms["impostor_sdc"].item() == pytest.approx(want, rel=1e-4)
     run.cfg.loss = LossConfig()
-    assert "impostor_sdc" not in distillation_terms(run, emb, {"rows": rows, "flips": flips}, labels, rows)[0]
+    assert "impostor_sdc" not in distillation_terms(run, emb, batch, labels, rows)[0]
