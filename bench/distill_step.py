@@ -1,4 +1,4 @@
-"""Stage-two step cost, side by side: plain training, distillation from the cache, online-teacher distillation.
+"""Stage-two step cost, side by side: plain training, FCD alone and FCD + ICD from the cache, online teacher.
 
     python bench/distill_step.py [--student mobilefacenet|timm/<name>] [--image-size N] [--batch-size B]
         [--warmup-steps W] [--steps S] [--repeats R] [--workers K] [--online-bank memo|teacher] [--device auto]
@@ -7,6 +7,8 @@ Same student, same synthetic data, same batch size and config in all three varia
 - plain: `stages.train.run_train` (what `python cli.py train` does: margin loss only);
 - cache: `stages.distill.run_distill` (what `python cli.py distill` does) against a cache that this
   script first extracts with `stages.extract.run_extract` from the teacher below (not timed as a step);
+- fcd: the same `run_distill` with `loss.sdc_weight=0` (FCD alone: no SDC term, no feature bank), so
+  cache / fcd is what ICD's SDC term and bank add to a distillation step (target: <= 1.05);
 - online: `stages.training.loop.run_loop` with `tests.helpers.online_targets.OnlineTargets`: the teacher (an
   IResNet-50 with random weights, built here only) runs on every batch. Feature-bank entries need
   teacher targets too; `--online-bank memo` (default) keeps each (row, flip)'s teacher embedding from
@@ -31,7 +33,8 @@ Each variant of each repeat runs in a fresh subprocess, so the peak memory is pe
 of the training process (and the largest of its DataLoader workers) on CPU, and
 torch.cuda.max_memory_allocated on CUDA. Variants alternate (plain, cache, online, then online, cache,
 plain, ...); the figures are medians over repeats and the ratios medians of per-repeat ratios.
-Targets: cache step <= 1.10 x plain step; online step - cache step >= the teacher's time per step.
+Targets: cache step <= 1.10 x plain step; cache (FCD + ICD) step <= 1.05 x fcd step; online step - cache
+step >= the teacher's time per step.
 
 Defaults: on this 2-core CPU image size 32, batch 64 (16 identities x 4), 48 x 8 synthetic images,
 3 warm-up + 8 timed steps, 3 repeats, 2 loader workers, one torch thread (see
@@ -75,7 +78,8 @@ from bench.common import (
 )
 from config import PipelineConfig, load_config
 
-VARIANTS = ("plain", "cache", "online")
+VARIANTS = ("plain", "fcd", "cache", "online")
+VARIANT_SETTINGS = {"fcd": ["loss.sdc_weight=0.0"]}  # on top of `overrides`
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -96,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=-1,
                     help="torch intra-op threads (default -1: 1 on CPU, torch default on CUDA; 0: torch default)")
     ap.add_argument("--online-bank", choices=("memo", "teacher"), default="memo")
-    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of plain,cache,online")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of plain,fcd,cache,online")
     ap.add_argument("--workdir", default="", help="where the cache and runs go (default: a temp dir)")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--worker-spec", default="", help=argparse.SUPPRESS)
@@ -198,7 +202,7 @@ def run_worker(args: argparse.Namespace) -> None:
     device = pick_device(spec["device"])
     set_threads(spec["threads"], device)
     run_dir = Path(spec["run_dir"])
-    cfg = load_config(None, overrides(spec, run_dir))
+    cfg = load_config(None, overrides(spec, run_dir) + VARIANT_SETTINGS.get(args.worker, []))
     reset_gpu_peak(device)
     timed_providers: list[TimedTargets] = []
     recomputed = 0
@@ -206,7 +210,7 @@ def run_worker(args: argparse.Namespace) -> None:
         from stages.train import run_train
 
         summary = run_train(cfg)
-    elif args.worker == "cache":
+    elif args.worker in ("cache", "fcd"):
         import stages.distill
         from stages.training.targets import CacheTargets
 
@@ -300,7 +304,7 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     try:
         save_random_backbone(args.teacher, 512, args.image_size, Path(spec["weights"]))
-        extract = extract_cache(spec, work) if "cache" in variants else None
+        extract = extract_cache(spec, work) if {"cache", "fcd"} & set(variants) else None
         if extract is not None:
             print(f"cache extracted: {extract['rows']} rows at {extract['images_per_s']} img/s", file=sys.stderr)
         for rep in range(args.repeats):
@@ -354,6 +358,7 @@ def report(args: argparse.Namespace, device: torch.device, variants: list[str],
 
     cache_vs_plain = per_repeat_ratio("cache", "plain")
     online_vs_cache = per_repeat_ratio("online", "cache")
+    icd_vs_fcd = per_repeat_ratio("cache", "fcd")
     rows = []
     for v in variants:
         base = s["plain"]["step_s"] if "plain" in s else None
@@ -375,11 +380,17 @@ def report(args: argparse.Namespace, device: torch.device, variants: list[str],
         "extract_images_per_s": None if extract is None else extract["images_per_s"],
         "cache_over_plain": None if cache_vs_plain is None else round(cache_vs_plain, 4),
         "online_over_cache": None if online_vs_cache is None else round(online_vs_cache, 4),
+        "icd_over_fcd": None if icd_vs_fcd is None else round(icd_vs_fcd, 4),
     }
     if cache_vs_plain is not None:
         ok = cache_vs_plain <= 1.10
         figures["cache_meets_plus_10pct"] = ok
         print(f"cache / plain step time = {cache_vs_plain:.3f} ({'meets' if ok else 'misses'} the <= 1.10 target)")
+    if icd_vs_fcd is not None:
+        ok = icd_vs_fcd <= 1.05
+        figures["icd_meets_plus_5pct"] = ok
+        print(f"FCD + ICD (cache) / FCD alone step time = {icd_vs_fcd:.3f} ({'meets' if ok else 'misses'} the <= 1.05 "
+              "target)")
     print("targets s/step: time in the target provider per step (online: the teacher; cache: bank reads)")
     if "online" in s and "cache" in s and s["online"]["targets_s"]:
         online, cache, teacher = s["online"]["step_s"], s["cache"]["step_s"], s["online"]["targets_s"]

@@ -21,6 +21,8 @@ SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 # where SDC's positive pairs come from (DESIGN.md section 1): the batch's identity groups, the feature bank, or both
 PAIR_SOURCES = ("both", "batch", "bank")
+# SDC's distributions: one over all the step's positive pairs (ICD-Face), or one per identity
+SDC_DISTRIBUTIONS = ("pooled", "per_identity")
 # which same-identity rows fill an anchor's group: its most similar teacher positives, its least similar, or any
 POSITIVE_POLICIES = ("nearest", "farthest", "random")
 
@@ -35,6 +37,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.head": MARGIN_HEADS,
     "icd.kl_direction": KL_DIRECTIONS,
     "icd.pairs": PAIR_SOURCES,
+    "icd.distribution": SDC_DISTRIBUTIONS,
     "train.positive_policy": POSITIVE_POLICIES,
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
@@ -95,7 +98,8 @@ RANGES: dict[str, Range] = {
     "student.embedding_size": AT_LEAST_ONE, "student.dropout": FRACTION,
     "cache.positives_k": AT_LEAST_ONE, "cache.ivf_nlist": NON_NEGATIVE, "cache.ivf_nprobe": AT_LEAST_ONE,
     "cache.ram_limit_gb": NON_NEGATIVE, "cache.chunk_rows": AT_LEAST_ONE,
-    "loss.scale": POSITIVE, "loss.margin": NON_NEGATIVE, "loss.fcd_weight": NON_NEGATIVE,
+    "loss.scale": POSITIVE, "loss.margin": NON_NEGATIVE, "loss.margin_weight": NON_NEGATIVE,
+    "loss.fcd_weight": NON_NEGATIVE,
     "loss.sdc_weight": NON_NEGATIVE,
     "loss.impostor_sdc_weight": NON_NEGATIVE,
     "icd.bank_size": AT_LEAST_ONE, "icd.max_age": NON_NEGATIVE, "icd.sigma": POSITIVE,

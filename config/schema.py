@@ -77,6 +77,7 @@ class LossConfig:
     head: str = "arcface"  # arcface | cosface
     scale: float = 64.0
     margin: float = 0.5
+    margin_weight: float = 1.0  # 0: no margin head in distill (pure regression on the cached targets)
     fcd_weight: float = 1.0
     sdc_weight: float = 1.0
     # in-batch different-identity pairs: the student's similarity distribution pulled to the teacher's (DDL)
@@ -94,6 +95,7 @@ class IcdConfig:
     sigma: float = 0.1
     kl_eps: float = 1e-10
     kl_direction: str = "teacher_student"  # teacher_student: KL(P_t || P_s) | student_teacher
+    distribution: str = "pooled"  # pooled: one distribution over the step's pairs | per_identity: one per identity
     warmup_epochs: float = 0.0
 
 

@@ -3,7 +3,8 @@
 Given pair sets and a function that returns the flip-fused, unit-norm embedding of every distinct
 image of a set, it runs the insightface verification protocol (`evaluation.protocol.summarize`)
 and returns, per set, the summary record plus the ROC curve and, for sets that name identities, the
-same- and different-identity cosine distributions.
+same- and different-identity cosine distributions; every set's record has `pair_cosine`, the mean
+cosine of its genuine and impostor pairs (`evaluation.collapse`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import ConfigError
+from evaluation.collapse import pair_cosines
 from evaluation.compactness import inter_class_similarities, intra_class_similarities, similarity_stats
 from evaluation.pairs import PairSet
 from evaluation.protocol import roc_curve, squared_l2_distance, summarize
@@ -57,6 +59,7 @@ def evaluate_set(pair_set: PairSet, emb: np.ndarray, name: str, nfolds: int = 10
     full = summarize(e1, e2, pair_set.issame, nfolds=nfolds, fars=tuple(fars))
     record = {k: v for k, v in full.items() if k not in ("thresholds", "fold_accuracies")}
     scores = -squared_l2_distance(e1, e2).astype(np.float64)
+    record["pair_cosine"] = pair_cosines(scores, pair_set.issame)
     fpr, tpr = roc_curve(scores, pair_set.issame)
     result = SetResult(name, record, fpr, tpr, scores)
     if distributions and pair_set.labels is not None:

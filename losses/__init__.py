@@ -29,6 +29,8 @@ from losses.rkd import (
     triplet_angles,
 )
 from losses.sdc import (
+    gaussian_kernel,
+    identity_distribution_consistency,
     kernel_density,
     kl_divergence,
     similarity_distribution_consistency,
@@ -38,7 +40,8 @@ from losses.total import weighted_sum
 
 __all__ = [
     "MarginHead", "combined_margin_logits", "combined_margin_target", "margin_params",
-    "feature_consistency_loss", "kernel_density", "kl_divergence",
+    "feature_consistency_loss", "gaussian_kernel", "identity_distribution_consistency", "kernel_density",
+    "kl_divergence",
     "similarity_distribution_consistency", "similarity_grid", "weighted_sum",
     "rkd_distance_loss", "rkd_angle_loss", "pairwise_distances", "normalized_distances", "triplet_angles",
     "EKD_FPRS", "pair_similarities", "fpr_thresholds", "ekd_thresholds", "ema_thresholds", "soft_rank",

@@ -26,6 +26,19 @@ def similarity_grid(step: float, device: torch.device | str | None = None) -> to
     return torch.linspace(-1.0, 1.0, points, dtype=torch.float32, device=device)
 
 
+def gaussian_kernel(sims: torch.Tensor, grid: torch.Tensor, sigma: float) -> torch.Tensor:
+    """k[p, g] = exp(-(grid[g] - sims[p])^2 / (2 sigma^2)): [P, G] in float32 or wider (DDL, ECCV 2020).
+
+    ``sims`` [P] cosines, ``grid`` [G], ``sigma`` > 0 in cosine units (see `kernel_density` for why the
+    config also refuses sigma below the grid step).
+    """
+    if not sigma > 0:
+        raise ConfigError(f"config key 'icd.sigma' must be positive, got {sigma}")
+    dtype = torch.promote_types(torch.promote_types(sims.dtype, grid.dtype), torch.float32)
+    diff = grid.to(dtype)[None, :] - sims.to(dtype)[:, None]
+    return torch.exp(-diff.pow(2) / (2.0 * sigma * sigma))
+
+
 def kernel_density(sims: torch.Tensor, grid: torch.Tensor, sigma: float,
                    weights: torch.Tensor | None = None) -> torch.Tensor:
     """Gaussian kernel density of similarities on a grid, normalised to sum 1 (DDL, ECCV 2020; ICD-Face, ICCV 2023).
@@ -48,11 +61,7 @@ def kernel_density(sims: torch.Tensor, grid: torch.Tensor, sigma: float,
     if sims.dim() != 1 or grid.dim() != 1:
         raise ValueError(f"kernel_density: expected sims [P] and grid [G], got {tuple(sims.shape)} and "
                          f"{tuple(grid.shape)}")
-    if not sigma > 0:
-        raise ConfigError(f"config key 'icd.sigma' must be positive, got {sigma}")
-    dtype = torch.promote_types(torch.promote_types(sims.dtype, grid.dtype), torch.float32)
-    diff = grid.to(dtype)[None, :] - sims.to(dtype)[:, None]
-    kernel = torch.exp(-diff.pow(2) / (2.0 * sigma * sigma))
+    kernel = gaussian_kernel(sims, grid, sigma)
     if weights is not None:
         if weights.shape != sims.shape:
             raise ValueError(f"kernel_density: weights {tuple(weights.shape)} must match sims {tuple(sims.shape)}")
@@ -64,11 +73,12 @@ def kernel_density(sims: torch.Tensor, grid: torch.Tensor, sigma: float,
 def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float) -> torch.Tensor:
     """KL(p || q) = sum_g p_g (log(p_g + eps) - log(q_g + eps)) in nats (ICD-Face, ICCV 2023).
 
-    ``p``, ``q`` [G] discrete distributions on the same grid; ``eps`` keeps the logs finite. Scalar.
+    ``p``, ``q`` [..., G] discrete distributions on the same grid (the last axis); ``eps`` keeps the logs
+    finite. Returns [...]: a scalar for [G] inputs.
     """
     if p.shape != q.shape:
         raise ValueError(f"kl_divergence: p {tuple(p.shape)} and q {tuple(q.shape)} must have the same shape")
-    return (p * (torch.log(p + eps) - torch.log(q + eps))).sum()
+    return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(dim=-1)
 
 
 def similarity_distribution_consistency(
@@ -99,3 +109,43 @@ def similarity_distribution_consistency(
     if direction == "teacher_student":
         return kl_divergence(p_teacher, p_student, eps)
     return kl_divergence(p_student, p_teacher, eps)
+
+
+def identity_distribution_consistency(
+    student_sims: torch.Tensor,
+    teacher_sims: torch.Tensor,
+    identities: torch.Tensor,
+    grid: torch.Tensor,
+    sigma: float,
+    eps: float,
+    direction: str = "teacher_student",
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """L_sdc per identity: the KL of `similarity_distribution_consistency` computed on each identity's
+    pairs alone, averaged over the identities that have pairs (`icd.distribution = "per_identity"`).
+
+    ICD-Face (Yu et al., ICCV 2023) pools a batch's positive pairs into one distribution per model; this
+    variant keeps one per identity, so an identity's pairs are matched to its own teacher pairs rather
+    than to the batch's. ``identities`` [P] int64 identity of each pair; other arguments as in
+    `similarity_distribution_consistency`. Returns a float32 scalar in nats; 0 (graph kept) with no pairs.
+    """
+    check_choice(direction, KL_DIRECTIONS, "icd.kl_direction")
+    if student_sims.shape != teacher_sims.shape or student_sims.dim() != 1 or identities.shape != student_sims.shape:
+        raise ValueError(f"identity_distribution_consistency: expected student, teacher sims and identities [P] of "
+                         f"equal shape, got {tuple(student_sims.shape)}, {tuple(teacher_sims.shape)} and "
+                         f"{tuple(identities.shape)}")
+    if student_sims.numel() == 0:
+        return student_sims.to(torch.promote_types(student_sims.dtype, torch.float32)).sum() * 0.0
+    groups, index = torch.unique(identities, return_inverse=True)
+
+    def densities(sims: torch.Tensor) -> torch.Tensor:  # [K, G], each identity's row sums to 1 (or 0: no mass)
+        kernel = gaussian_kernel(sims, grid, sigma)
+        if weights is not None:
+            kernel = kernel * weights.detach().to(kernel.dtype)[:, None]
+        rows = kernel.new_zeros(len(groups), grid.numel()).index_add(0, index, kernel)
+        return rows / rows.sum(dim=1, keepdim=True).clamp_min(_MIN_MASS)
+
+    p_s, p_t = densities(student_sims), densities(teacher_sims.detach())
+    kl = kl_divergence(p_t, p_s, eps) if direction == "teacher_student" else kl_divergence(p_s, p_t, eps)  # [K]
+    has_mass = (p_t.sum(dim=1) > 0).to(kl.dtype)
+    return (kl * has_mass).sum() / has_mass.sum().clamp_min(1.0)

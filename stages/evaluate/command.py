@@ -102,8 +102,14 @@ def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[
         roc_png = out_dir / f"{tag}_{name}_roc.png"
         plot_roc({tag: (result.fpr, result.tpr)}, roc_png, f"{name}: {tag}")
         sets[name] = {**result.record, "roc_plot": str(roc_png)}
-        log.info("%s on %s: accuracy %.4f +- %.4f, AUC %s", tag, name, result.record["accuracy_mean"],
-                 result.record["accuracy_std"], result.record["auc"])
+        cos = result.record["pair_cosine"]
+        log.info("%s on %s: accuracy %.4f +- %.4f, AUC %s, mean cosine genuine %s / impostor %s", tag, name,
+                 result.record["accuracy_mean"], result.record["accuracy_std"], result.record["auc"],
+                 _fmt(cos["genuine_mean"]), _fmt(cos["impostor_mean"]))
+        if cos["collapsed"]:
+            log.warning("%s on %s: the embedding has collapsed: impostor pairs have mean cosine %s (genuine %s); "
+                        "a healthy face model is near 0 (the LFW teacher: 0.02)", tag, name,
+                        _fmt(cos["impostor_mean"]), _fmt(cos["genuine_mean"]))
     if embedder is not None and roots:  # ijb_roots refuses the cache model
         sets.update(evaluate_ijb_roots(cfg, embedder, tag, roots, out_dir))
     record: dict[str, Any] = {"model": spec, "sets": sets}

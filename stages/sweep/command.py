@@ -20,6 +20,7 @@ from cache.paths import cache_file
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
 from config import PipelineConfig, apply_overrides, save_resolved
+from evaluation.collapse import pair_cosine_gap
 from evaluation.compare import compare_on_set
 from evaluation.pairs import PairSet, load_pair_set
 from evaluation.verify import SetResult, evaluate_sets
@@ -28,6 +29,7 @@ from models.embedder import Embedder
 from stages.distill import run_distill
 from stages.evaluate.command import model_input_side
 from stages.evaluate.embedders import build_embedder
+from stages.evaluate.train_compactness import training_compactness
 from stages.sweep.report import write_report
 from stages.sweep.spec import SweepSpec, Variant, read_sweep
 from stages.train import run_train
@@ -46,6 +48,7 @@ class SweepRun:
     run_dir: Path
     images_per_s: float
     results: dict[str, SetResult]
+    compactness: dict[str, Any] | None  # training-set student vs cached teacher (`training_compactness`)
 
     @property
     def tag(self) -> str:
@@ -95,7 +98,8 @@ def train_and_evaluate(cfg: PipelineConfig, spec: SweepSpec, variant: Variant, s
     if embedder is None:
         raise ConfigError(f"sweep variant {variant.name}: no student to evaluate")
     return SweepRun(variant.name, seed, Path(vcfg.run.dir), summary["images_per_s"],
-                    evaluate_embedder(embedder, pair_sets, vcfg))
+                    evaluate_embedder(embedder, pair_sets, vcfg),
+                    training_compactness(vcfg, embedder, Path(vcfg.run.dir), "student"))
 
 
 def compare_runs(spec: SweepSpec, pair_sets: list[PairSet], runs: list[SweepRun], n_boot: int,
@@ -131,12 +135,16 @@ def run_sweep(cfg: PipelineConfig, sweep_file: str | Path) -> dict[str, Any]:
         teacher, _ = build_embedder(cfg, "teacher", device)
         if teacher is not None:
             reference = evaluate_embedder(teacher, pair_sets, cfg)
+    for run in runs:
+        for name, ref in reference.items():
+            run.results[name].record["teacher_gap"] = pair_cosine_gap(run.results[name].scores, ref.scores)
     comparisons = compare_runs(spec, pair_sets, runs, cfg.eval.n_boot, cfg.run.seed)
     report = write_report(root, spec, runs, reference, comparisons)
     return {
         "command": "sweep", "report": str(report), "baseline": spec.baseline, "seeds": spec.seeds,
         "runs": {r.tag: {"variant": r.variant, "seed": r.seed, "run_dir": str(r.run_dir),
-                         "images_per_s": r.images_per_s, "sets": {k: v.record for k, v in r.results.items()}}
+                         "images_per_s": r.images_per_s, "sets": {k: v.record for k, v in r.results.items()},
+                         "compactness": r.compactness}
                  for r in runs},
         "teacher": {k: v.record for k, v in reference.items()}, "comparisons": comparisons,
     }

@@ -33,19 +33,20 @@ def _fmt(v: float | None) -> str:
 def metrics_table(set_name: str, spec: SweepSpec, runs: list[SweepRun], reference: dict[str, SetResult]) -> list[str]:
     """One row per variant (mean ± std over seeds) and the teacher's row, on one set."""
     lines = [f"### {set_name}", "", "| variant | accuracy | " + " | ".join(t for _, t in METRICS)
-             + " | intra | inter | train img/s |", "|---" * (6 + len(METRICS)) + "|"]
+             + " | intra | inter | gap to teacher | train intra gap | train img/s |", "|---" * (8 + len(METRICS)) + "|"]
     if set_name in reference:
         rec = reference[set_name].record
         lines.append(f"| teacher | {rec['accuracy_mean']:.4f} | " + " | ".join(
             _fmt(metric_value(rec, m)) for m, _ in METRICS)
-            + f" | {_fmt(rec.get('intra_mean'))} | {_fmt(rec.get('inter_mean'))} | |")
+            + f" | {_fmt(rec.get('intra_mean'))} | {_fmt(rec.get('inter_mean'))} | | | |")
     for name in spec.variants:
         recs = [r.results[set_name].record for r in runs if r.variant == name]
         speeds = [r.images_per_s for r in runs if r.variant == name]
+        train_gaps = [r.compactness["gap"]["intra_mean"] if r.compactness else None for r in runs if r.variant == name]
         lines.append(f"| {name} | {mean_std([x['accuracy_mean'] for x in recs])} | " + " | ".join(
             mean_std([metric_value(x, m) for x in recs]) for m, _ in METRICS)
             + f" | {mean_std([x.get('intra_mean') for x in recs])} | {mean_std([x.get('inter_mean') for x in recs])}"
-            f" | {np.mean(speeds):.0f} |")
+            f" | {mean_std([x.get('teacher_gap') for x in recs])} | {mean_std(train_gaps)} | {np.mean(speeds):.0f} |")
     return lines + [""]
 
 
@@ -81,7 +82,9 @@ def write_report(root: Path, spec: SweepSpec, runs: list[SweepRun], reference: d
     names = list(runs[0].results)
     lines = ["# Sweep", "", f"Sweep file `{spec.source}` (copied to `sweep.toml`); variants "
              + ", ".join(f"`{v}`" for v in spec.variants) + f"; baseline `{spec.baseline}`; seeds {spec.seeds}. "
-             "Metrics are mean ± std over seeds; intra / inter: mean same / different-identity cosine.", ""]
+             "Metrics are mean ± std over seeds; intra / inter: mean same / different-identity cosine; gap to teacher: "
+             "mean |student cosine - teacher cosine| over the set's pairs; train intra gap: teacher minus student mean "
+             "same-identity cosine on training identities (cached teacher; > 0: the student is less compact).", ""]
     for name in names:
         lines += metrics_table(name, spec, runs, reference)
     if comparisons:

@@ -113,7 +113,8 @@ class MetricsLogger(Hook):
 
     def on_start(self, run: Run) -> None:
         impostor = ["impostor_sdc"] if run.distill and run.cfg.loss.impostor_sdc_weight > 0 else []
-        columns = ["step", "loss", "margin"] + (["fcd", "sdc", *impostor] if run.distill else []) + \
+        margin = ["margin"] if run.weights["margin"] > 0 else []
+        columns = ["step", "loss", *margin] + (["fcd", "sdc", *impostor] if run.distill else []) + \
             ["lr", "images_per_s", "ts_cos", "intra_teacher", "intra_student"]
         resume_step = run.step if run.resumed_from is not None else None
         self.csv = MetricsCSV(run.run_dir / "metrics.csv", columns, resume_step)

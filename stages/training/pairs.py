@@ -28,23 +28,25 @@ class PositivePairs:
     teacher: torch.Tensor  # [P] cosine, in [-1, 1]
     weights: torch.Tensor  # [P] float32, 1 / copies of the pair's image pair in this step (sum: distinct pairs)
     in_batch: int  # how many of the P pairs are in-batch (they come first)
+    labels: torch.Tensor  # [P] int64 identity of each pair
 
 
 @dataclass
 class PairSide:
-    """Pairs of one source: similarities [P] and the dataset rows [P] of both images."""
+    """Pairs of one source: similarities [P], the dataset rows [P] of both images and the identity [P]."""
 
     student: torch.Tensor
     teacher: torch.Tensor
     rows_a: torch.Tensor
     rows_b: torch.Tensor
+    labels: torch.Tensor
 
 
 def in_batch_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> PairSide:
     """Every in-batch pair (i < j) of the same identity and different rows."""
     same = (labels[:, None] == labels[None, :]) & (rows[:, None] != rows[None, :])
     i, j = torch.nonzero(torch.triu(same, diagonal=1), as_tuple=True)
-    return PairSide((emb[i] * emb[j]).sum(-1), (targets[i] * targets[j]).sum(-1), rows[i], rows[j])
+    return PairSide((emb[i] * emb[j]).sum(-1), (targets[i] * targets[j]).sum(-1), rows[i], rows[j], labels[i])
 
 
 def bank_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
@@ -54,13 +56,13 @@ def bank_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, r
     if not bool(valid.any()):
         empty = emb.new_zeros(0)
         none = rows.new_zeros(0)
-        return PairSide(empty, empty, none, none)
+        return PairSide(empty, empty, none, none, labels.new_zeros(0))
     anchor, slot = torch.nonzero(valid, as_tuple=True)
     student = (emb[anchor] * bank_emb[anchor, slot].to(emb.dtype)).sum(-1)
     teacher_bank = provider.lookup(bank_rows[anchor, slot].cpu().numpy(),
                                    bank_flips[anchor, slot].cpu().numpy().astype(np.uint8))
     teacher = (targets[anchor] * teacher_bank.to(targets.device, targets.dtype)).sum(-1)
-    return PairSide(student, teacher, rows[anchor], bank_rows[anchor, slot].to(rows.device))
+    return PairSide(student, teacher, rows[anchor], bank_rows[anchor, slot].to(rows.device), labels[anchor])
 
 
 def distinct_pair_weights(rows_a: torch.Tensor, rows_b: torch.Tensor) -> torch.Tensor:
@@ -94,7 +96,7 @@ def positive_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tenso
     if sources in ("both", "bank") and bank is not None:
         parts.append(bank_pairs(emb, targets, labels, rows, bank, provider, step))
     if not parts:
-        return PositivePairs(emb.new_zeros(0), emb.new_zeros(0), emb.new_zeros(0), 0)
+        return PositivePairs(emb.new_zeros(0), emb.new_zeros(0), emb.new_zeros(0), 0, labels.new_zeros(0))
     rows_a, rows_b = torch.cat([p.rows_a for p in parts]), torch.cat([p.rows_b for p in parts])
     return PositivePairs(torch.cat([p.student for p in parts]), torch.cat([p.teacher for p in parts]),
-                         distinct_pair_weights(rows_a, rows_b), n_in)
+                         distinct_pair_weights(rows_a, rows_b), n_in, torch.cat([p.labels for p in parts]))

@@ -207,13 +207,15 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
 
     A fresh run in a `run.dir` that holds checkpoints is refused unless `overwrite` (which deletes them).
     """
+    distill = inputs.provider is not None
+    if cfg.loss.margin_weight == 0 and not (distill and cfg.loss.fcd_weight + cfg.loss.sdc_weight > 0):
+        raise ConfigError(f"config key 'loss.margin_weight' is 0: {command} would have no loss term to train")
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)
     labels, num_classes = _checked_labels(inputs.dataset)
     sampler, p = build_sampler(cfg, inputs, labels)
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler)))
     modules = build_modules(cfg, inputs, num_classes, device)
-    distill = inputs.provider is not None
     sdc = distill and cfg.loss.sdc_weight > 0
     if sdc:
         check_pair_sources(cfg, p)
@@ -227,7 +229,7 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
         grid=similarity_grid(cfg.icd.grid_step).to(device) if distill else None,
         optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
         autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp),
-        weights={"margin": 1.0, "fcd": cfg.loss.fcd_weight, "sdc": cfg.loss.sdc_weight,
+        weights={"margin": cfg.loss.margin_weight, "fcd": cfg.loss.fcd_weight, "sdc": cfg.loss.sdc_weight,
                  "impostor_sdc": cfg.loss.impostor_sdc_weight},
         sampler=sampler, total=total, sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler))),
         num_classes=num_classes, identities_per_batch=p,

@@ -1,11 +1,12 @@
 """`train_step`: one optimiser step of ICD-Face, the hot path of stage two.
 
-L = L_margin + w_fcd * L_fcd + w_sdc * L_sdc (ICD-Face, Yu et al., ICCV 2023; DESIGN.md section 1)
+L = w_margin * L_margin + w_fcd * L_fcd + w_sdc * L_sdc (ICD-Face, Yu et al., ICCV 2023; DESIGN.md section 1)
 + w_imp * L_sdc over in-batch different-identity pairs (`stages.training.impostors`, off by default),
 each term one pure function of `losses/`. The step runs forward, losses, backward, the optimiser and
 scheduler, then writes the batch into the feature bank (after the loss, so an anchor never meets its
 own copy). It returns its numbers as tensors: turning them into Python numbers (a host sync on a
-GPU) is left to the hooks that log them.
+GPU) is left to the hooks that log them. With `loss.margin_weight` = 0 the margin head is not run
+(distillation as pure regression on the cached targets).
 """
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from losses import feature_consistency_loss, similarity_distribution_consistency, weighted_sum
+from losses import (
+    feature_consistency_loss,
+    identity_distribution_consistency,
+    similarity_distribution_consistency,
+    weighted_sum,
+)
 from models.preprocess import student_input
 from stages.training.impostors import impostor_pairs
 from stages.training.pairs import positive_pairs
@@ -48,9 +54,14 @@ def distillation_terms(run: Run, emb: torch.Tensor, batch: dict[str, torch.Tenso
     terms = {"fcd": feature_consistency_loss(projected, targets)}
     pairs = positive_pairs(emb, targets, labels, rows, run.bank, run.inputs.provider, run.step, sources=icd.pairs)
     started = run.step >= run.sdc_start
-    terms["sdc"] = similarity_distribution_consistency(
-        pairs.student, pairs.teacher, run.grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction,
-        weights=pairs.weights) if started else emb.sum() * 0.0
+    if not started:
+        terms["sdc"] = emb.sum() * 0.0
+    elif icd.distribution == "per_identity":
+        terms["sdc"] = identity_distribution_consistency(pairs.student, pairs.teacher, pairs.labels, run.grid,
+                                                         icd.sigma, icd.kl_eps, icd.kl_direction, pairs.weights)
+    else:
+        terms["sdc"] = similarity_distribution_consistency(pairs.student, pairs.teacher, run.grid, icd.sigma,
+                                                           icd.kl_eps, icd.kl_direction, pairs.weights)
     if run.cfg.loss.impostor_sdc_weight > 0:
         neg = impostor_pairs(emb, targets, labels, rows)
         terms["impostor_sdc"] = similarity_distribution_consistency(
@@ -95,7 +106,7 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> StepOutput:
     with ctx:
         feats = run.student(student_input(images))
     emb = normalize(feats)
-    terms = {"margin": run.modules["head"](feats.float(), labels)}
+    terms = {"margin": run.modules["head"](feats.float(), labels)} if run.weights["margin"] > 0 else {}
     stats: dict[str, torch.Tensor] = {}
     if run.distill:
         extra, stats = distillation_terms(run, emb, batch, labels, rows)

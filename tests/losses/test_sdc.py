@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from common.errors import ConfigError
-from losses import kernel_density, kl_divergence, similarity_distribution_consistency, similarity_grid
+from losses import (
+    identity_distribution_consistency,
+    kernel_density,
+    kl_divergence,
+    similarity_distribution_consistency,
+    similarity_grid,
+)
 
 
 def test_similarity_grid():
@@ -155,3 +161,42 @@ def test_below_one_grid_step_the_density_is_a_comb_and_sdc_goes_silent():
         loss.backward()
         assert student.grad is not None
         assert (loss.item() == 0.0 and student.grad.abs().sum().item() == 0.0) is silent
+
+
+def test_per_identity_sdc_is_the_mean_of_each_identitys_own_kl():
+    student, teacher = _pair_sims()
+    ids = torch.tensor([7, 3, 3, 9] * 10)
+    weights = [1.0, 0.5, 0.5, 1.0] * 10
+    grid = similarity_grid(0.02).double()
+    for direction in ("teacher_student", "student_teacher"):
+        want = []
+        for c in (3, 7, 9):
+            ks = [k for k in range(40) if int(ids[k]) == c]
+            ps = ref_kde([float(student[k]) for k in ks], grid.tolist(), 0.1, [weights[k] for k in ks])
+            pt = ref_kde([float(teacher[k]) for k in ks], grid.tolist(), 0.1, [weights[k] for k in ks])
+            want.append(ref_kl(pt, ps, 1e-10) if direction == "teacher_student" else ref_kl(ps, pt, 1e-10))
+        got = identity_distribution_consistency(student, teacher, ids, grid, 0.1, 1e-10, direction,
+                                                torch.tensor(weights, dtype=torch.float64))
+        assert got.item() == pytest.approx(sum(want) / 3, rel=1e-9)
+    pooled = similarity_distribution_consistency(student, teacher, grid, 0.1, 1e-10)
+    assert identity_distribution_consistency(student, teacher, ids, grid, 0.1, 1e-10).item() != pytest.approx(
+        pooled.item(), rel=1e-3)
+    one = torch.zeros(40, dtype=torch.long)
+    assert identity_distribution_consistency(student, teacher, one, grid, 0.1, 1e-10).item() == pytest.approx(
+        pooled.item(), rel=1e-9)  # a single identity is the pooled distribution
+
+
+def test_per_identity_sdc_ignores_identities_without_mass_and_keeps_the_graph():
+    grid = similarity_grid(0.1)
+    student = torch.tensor([0.2, 0.6, 0.1], requires_grad=True)
+    teacher = torch.tensor([0.5, 0.5, 0.9])
+    ids = torch.tensor([1, 1, 2])
+    got = identity_distribution_consistency(student, teacher, ids, grid, 0.1, 1e-10,
+                                            weights=torch.tensor([1.0, 1.0, 0.0]))
+    only = identity_distribution_consistency(student[:2], teacher[:2], ids[:2], grid, 0.1, 1e-10)
+    assert got.item() == pytest.approx(only.item(), rel=1e-6)
+    got.backward()
+    assert student.grad is not None and student.grad[2].item() == 0.0 and student.grad[0].item() != 0.0
+    empty = identity_distribution_consistency(torch.zeros(0, requires_grad=True), torch.zeros(0),
+                                              torch.zeros(0, dtype=torch.long), grid, 0.1, 1e-10)
+    assert empty.item() == 0.0 and empty.requires_grad

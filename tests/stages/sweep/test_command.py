@@ -54,6 +54,16 @@ def test_every_variant_and_seed_is_trained_and_evaluated(swept: tuple[Path, list
     assert "teacher" in summary and set(summary["teacher"]) == {"heldout", "heldout.bin"}
 
 
+def test_runs_report_their_gap_to_the_teacher_and_training_compactness(
+        swept: tuple[Path, list[str], Path, dict]) -> None:
+    out, _, _, summary = swept
+    for tag, run in summary["runs"].items():
+        assert all(0 < record["teacher_gap"] <= 2 for record in run["sets"].values()), tag
+        assert run["compactness"]["rows"] > 0 and run["compactness"]["gap"]["intra_mean"] is not None, tag
+    assert all("teacher_gap" not in record for record in summary["teacher"].values())
+    assert "| gap to teacher | train intra gap |" in (out / "sweep.md").read_text()
+
+
 def test_each_variant_is_compared_with_the_baseline_of_its_seed(swept: tuple[Path, list[str], Path, dict]) -> None:
     out, _, _, summary = swept
     rows = summary["comparisons"]

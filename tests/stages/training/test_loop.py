@@ -219,3 +219,26 @@ def test_farthest_positive_policy_runs(extracted: tuple[Path, list[str], dict], 
                                                            'train.positive_policy="farthest"'])
     assert code == 0 and summary["steps"] == 1, out
     assert "48 rows' farthest positives" in caplog.text  # distill built the sampler's table from the policy
+
+
+def test_margin_weight_zero_distills_without_the_head(extracted: tuple[Path, list[str], dict],
+                                                      tmp_path: Path) -> None:
+    """`loss.margin_weight = 0`: pure regression on the cached targets; `train` then has nothing to learn from."""
+    run, settings, _ = extracted
+    s = settings + [f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=6", "train.checkpoint_every=100",
+                    "loss.margin_weight=0.0", "loss.sdc_weight=0.0"]
+    code, out, summary = invoke("distill", s + [f"run.dir={tmp_path / 'distill'}"])
+    assert code == 0, out
+    rows = read_metrics(tmp_path / "distill" / "metrics.csv")
+    assert "margin" not in rows[0]
+    fcd = [float(r["fcd"]) for r in rows]
+    assert all(float(r["loss"]) == pytest.approx(f, rel=1e-6) for r, f in zip(rows, fcd, strict=True))
+    assert fcd[-1] < fcd[0]
+    code, out, early = invoke("distill", s + [f"run.dir={tmp_path / 'early'}", "train.steps=1"])
+    assert code == 0, out
+    heads = [load_checkpoint(Path(x["checkpoint"]))["modules"]["head"] for x in (early, summary)]
+    assert all(np.array_equal(heads[0][k].numpy(), heads[1][k].numpy()) for k in heads[0])  # never stepped
+    code, out, _ = invoke("train", settings + [f"run.dir={tmp_path / 'train'}", "train.steps=1",
+                                               "loss.margin_weight=0.0"])
+    assert code == 2 and "'loss.margin_weight'" in out, out
+    assert not (tmp_path / "train" / "metrics.csv").exists()

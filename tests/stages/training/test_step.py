@@ -78,3 +78,17 @@ def test_impostor_term_is_sdc_over_distinct_different_identity_pairs() -> None:
     assert terms["impostor_sdc"].item() == pytest.approx(want, rel=1e-4)
     run.cfg.loss = LossConfig()
     assert "impostor_sdc" not in distillation_terms(run, emb, batch, labels, rows)[0]
+
+
+def test_per_identity_distribution_gives_each_identity_its_own_kl() -> None:
+    run, batch, emb, labels, targets, icd = _two_identity_batch(4, LossConfig())
+    rows = batch["rows"]
+    run.cfg.icd = IcdConfig(pairs="batch", grid_step=0.05, sigma=0.1, distribution="per_identity")
+    terms, _ = distillation_terms(run, emb, batch, labels, rows)
+    want = []
+    for c in (0, 1):
+        keep = [k for k in range(len(rows)) if int(labels[k]) == c]
+        kl, _ = _reference_sdc([int(rows[k]) for k in keep], [c] * len(keep), emb[keep], targets[keep],
+                               run.grid.tolist(), icd.sigma, icd.kl_eps)
+        want.append(kl)
+    assert terms["sdc"].item() == pytest.approx(sum(want) / 2, rel=1e-4)
