@@ -11,13 +11,17 @@ from config.loader import (
     value_at,
 )
 from config.schema import (
+    AdaDistillConfig,
     CacheConfig,
     DataConfig,
     DemoConfig,
+    EkdConfig,
     EvalConfig,
     IcdConfig,
     LossConfig,
+    MarginDistillationConfig,
     PipelineConfig,
+    RkdConfig,
     RunConfig,
     StudentConfig,
     SyntheticConfig,
@@ -28,6 +32,6 @@ from config.schema import (
 __all__ = [
     "apply_overrides", "config_from_dict", "config_hash", "load_config", "save_resolved", "to_dict", "to_toml",
     "validate", "value_at", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "IcdConfig", "LossConfig",
-    "PipelineConfig",
+    "PipelineConfig", "AdaDistillConfig", "EkdConfig", "MarginDistillationConfig", "RkdConfig",
     "RunConfig", "StudentConfig", "SyntheticConfig", "TeacherConfig", "TrainConfig",
 ]

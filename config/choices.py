@@ -2,6 +2,7 @@
 every building block that takes the value as a plain argument."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ KL_DIRECTIONS = ("teacher_student", "student_teacher")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
+# `loss.method`: the distillation recipe of `distill` (stages.training.methods)
+METHODS = ("icd", "fcd", "adadistill", "ekd", "rkd", "margindistillation")
 # where SDC's positive pairs come from (DESIGN.md section 1): the batch's identity groups, the feature bank, or both
 PAIR_SOURCES = ("both", "batch", "bank")
 # SDC's distributions: one over all the step's positive pairs (ICD-Face), or one per identity
@@ -34,7 +37,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cache.dtype": CACHE_DTYPES,
     "cache.index": INDEX_KINDS,
     "cache.in_ram": IN_RAM_MODES,
+    "loss.method": METHODS,
     "loss.head": MARGIN_HEADS,
+    "adadistill.head": MARGIN_HEADS,
     "icd.kl_direction": KL_DIRECTIONS,
     "icd.pairs": PAIR_SOURCES,
     "icd.distribution": SDC_DISTRIBUTIONS,
@@ -105,6 +110,12 @@ RANGES: dict[str, Range] = {
     "icd.bank_size": AT_LEAST_ONE, "icd.max_age": NON_NEGATIVE, "icd.sigma": POSITIVE,
     # the similarity grid has 2 / grid_step + 1 nodes: 1e-4 is 20001 of them
     "icd.grid_step": Range(1e-4, 1.0), "icd.kl_eps": POSITIVE, "icd.warmup_epochs": NON_NEGATIVE,
+    "rkd.distance_weight": NON_NEGATIVE, "rkd.angle_weight": NON_NEGATIVE,
+    "ekd.weight": NON_NEGATIVE, "ekd.temperature": POSITIVE, "ekd.top_k": AT_LEAST_ONE,
+    "ekd.pos_weight": NON_NEGATIVE, "ekd.neg_weight": NON_NEGATIVE, "ekd.momentum": Range(0, 1, lo_open=True),
+    "adadistill.scale": POSITIVE, "adadistill.margin": NON_NEGATIVE,
+    "margindistillation.scale": POSITIVE, "margindistillation.margin_min": NON_NEGATIVE,
+    "margindistillation.margin_max": Range(0, math.pi, hi_open=True),
     "train.steps": NON_NEGATIVE, "train.epochs": NON_NEGATIVE, "train.batch_size": Range(2),
     "train.identities_per_batch": NON_NEGATIVE, "train.images_per_identity": Range(2),
     "train.random_share": Range(0, 1), "train.lr": POSITIVE, "train.momentum": FRACTION,
@@ -138,3 +149,15 @@ def check_bandwidth(sigma: float, grid_step: float) -> None:
         raise ConfigError(f"config keys 'icd.sigma' = {sigma!r} and 'icd.grid_step' = {grid_step!r}: the kernel "
                           "bandwidth must be at least one grid step (below it the similarity density is a comb of "
                           "grid nodes and SDC's loss and gradient vanish); raise icd.sigma or lower icd.grid_step")
+
+
+def check_method_settings(fprs: Sequence[float], margin_min: float, margin_max: float) -> None:
+    """ConfigError naming the key unless `ekd.fprs` is a non-empty list of rates in (0, 1] and
+    `margindistillation.margin_min` <= `margindistillation.margin_max`."""
+    if not fprs:
+        raise ConfigError("config key 'ekd.fprs': expected at least one false-positive rate")
+    for i, rate in enumerate(fprs):
+        check_range(rate, Range(0, 1, lo_open=True), f"ekd.fprs[{i}]")
+    if margin_min > margin_max:
+        raise ConfigError(f"config keys 'margindistillation.margin_min' = {margin_min!r} and "
+                          f"'margindistillation.margin_max' = {margin_max!r}: the minimum margin exceeds the maximum")

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from config.choices import CHOICES, RANGES, check_bandwidth, check_choice, check_image_side, check_range
+from config.choices import (
+    CHOICES,
+    RANGES,
+    check_bandwidth,
+    check_choice,
+    check_image_side,
+    check_method_settings,
+    check_range,
+)
 from config.schema import PipelineConfig
 
 
@@ -121,6 +129,7 @@ def validate(cfg: PipelineConfig) -> None:
     check_image_side(cfg.data.image_size, "data.image_size")
     check_image_side(cfg.demo.image_size, "demo.image_size")
     check_bandwidth(cfg.icd.sigma, cfg.icd.grid_step)
+    check_method_settings(cfg.ekd.fprs, cfg.margindistillation.margin_min, cfg.margindistillation.margin_max)
     if not (cfg.train.steps or cfg.train.epochs):
         raise ConfigError("config keys 'train.steps' and 'train.epochs' are both 0: set one of them")
     for key in ("teacher.mean", "teacher.std"):

@@ -74,6 +74,8 @@ class CacheConfig:
 
 @dataclass
 class LossConfig:
+    # icd (margin + FCD + SDC) | fcd (margin + FCD) | adadistill | ekd | rkd | margindistillation
+    method: str = "icd"
     head: str = "arcface"  # arcface | cosface
     scale: float = 64.0
     margin: float = 0.5
@@ -97,6 +99,48 @@ class IcdConfig:
     kl_direction: str = "teacher_student"  # teacher_student: KL(P_t || P_s) | student_teacher
     distribution: str = "pooled"  # pooled: one distribution over the step's pairs | per_identity: one per identity
     warmup_epochs: float = 0.0
+
+
+@dataclass
+class RkdConfig:
+    """`loss.method = "rkd"` (Park et al., CVPR 2019): L = margin + w_fcd FCD + these weights x RKD's two terms."""
+
+    distance_weight: float = 25.0
+    angle_weight: float = 50.0
+
+
+@dataclass
+class EkdConfig:
+    """`loss.method = "ekd"` (Huang et al., CVPR 2022; TFace `ekd` defaults): L = margin + w_fcd FCD + weight EKD."""
+
+    weight: float = 1.0
+    fprs: list[float] = field(default_factory=lambda: [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6])  # threshold FPRs
+    temperature: float = 0.01  # soft-rank sigmoid temperature, cosine units
+    top_k: int = 2000  # negatives with the highest student similarity
+    pos_weight: float = 0.02
+    neg_weight: float = 0.01
+    momentum: float = 0.01  # EMA of the thresholds (running from 0)
+    critical_only: bool = False  # true: only pairs whose hard ranks differ (the paper's critical relations)
+
+
+@dataclass
+class AdaDistillConfig:
+    """`loss.method = "adadistill"` (Boutros et al., ECCV 2024): margin softmax against EMA teacher centres, alone."""
+
+    head: str = "arcface"  # arcface (AdaArcDistill) | cosface (AdaCosDistill; the code's class default m = 0.35)
+    scale: float = 64.0
+    margin: float = 0.45
+    weighted_alpha: bool = True
+
+
+@dataclass
+class MarginDistillationConfig:
+    """`loss.method = "margindistillation"` (Svitov & Alyamkin, 2020): ArcFace against frozen teacher centres with
+    per-sample margins in [margin_min, margin_max] (radians), alone."""
+
+    scale: float = 64.0
+    margin_min: float = 0.2
+    margin_max: float = 0.5
 
 
 @dataclass
@@ -184,6 +228,10 @@ class PipelineConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     icd: IcdConfig = field(default_factory=IcdConfig)
+    rkd: RkdConfig = field(default_factory=RkdConfig)
+    ekd: EkdConfig = field(default_factory=EkdConfig)
+    adadistill: AdaDistillConfig = field(default_factory=AdaDistillConfig)
+    margindistillation: MarginDistillationConfig = field(default_factory=MarginDistillationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)

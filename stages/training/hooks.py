@@ -100,7 +100,8 @@ def tensorboard_writer(run_dir: Path) -> Any:
 
 
 class MetricsLogger(Hook):
-    """One `metrics.csv` row per step; every `train.log_every` steps a log line and TensorBoard scalars.
+    """One `metrics.csv` row per step (columns: step, loss, the method's terms as `run.weights` names them, lr,
+    throughput and distill's batch statistics); every `train.log_every` steps a log line and TensorBoard scalars.
 
     The step's tensors become Python numbers here, in one transfer.
     """
@@ -112,10 +113,7 @@ class MetricsLogger(Hook):
         self.window_n = 0
 
     def on_start(self, run: Run) -> None:
-        impostor = ["impostor_sdc"] if run.distill and run.cfg.loss.impostor_sdc_weight > 0 else []
-        margin = ["margin"] if run.weights["margin"] > 0 else []
-        columns = ["step", "loss", *margin] + (["fcd", "sdc", *impostor] if run.distill else []) + \
-            ["lr", "images_per_s", "ts_cos", "intra_teacher", "intra_student"]
+        columns = ["step", "loss", *run.weights, "lr", "images_per_s", "ts_cos", "intra_teacher", "intra_student"]
         resume_step = run.step if run.resumed_from is not None else None
         self.csv = MetricsCSV(run.run_dir / "metrics.csv", columns, resume_step)
         self.tb = tensorboard_writer(run.run_dir)

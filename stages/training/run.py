@@ -1,9 +1,12 @@
 """`build_run`: everything one `train`/`distill` run holds, built from the config and its inputs.
 
 A `Run` has the models (student, margin head, projector), the feature bank, optimiser, scheduler and
-scaler, the epoch planner and the position in training (step, epoch, batch). `train` and `distill`
-differ only in the `TrainInputs` they pass: `distill` adds teacher targets, positives and the cache
-fingerprint, which switch on the projector, the bank and the distillation terms. Resuming restores
+scaler, the epoch planner, the position in training (step, epoch, batch), and the state of the
+`loss.method` (`stages.training.methods`: AdaDistill's or EKD's evolving state, MarginDistillation's
+teacher centres). `train` and `distill` differ only in the `TrainInputs` they pass: `distill` adds
+teacher targets, positives and the cache fingerprint, which switch on the projector, the bank and the
+distillation terms; `train` accepts only the default `loss.method` ("icd"), a ConfigError naming the
+key otherwise, since it has no teacher to distil from. Resuming restores
 the whole state from a checkpoint (`checkpoints.format` describes its keys) after checking that the
 checkpoint belongs to the same experiment.
 """
@@ -26,6 +29,8 @@ from losses import MarginHead, similarity_grid
 from models import build_student
 from models.device import resolve_device
 from stages.training.bank import FeatureBank
+from stages.training.centres import teacher_centres
+from stages.training.methods import MARGIN_HEAD_METHODS, initial_method_state, method_weights, step_method
 from stages.training.sampler import IdentityBatchSampler
 from stages.training.schedule import lr_lambda
 from stages.training.targets import TargetProvider
@@ -33,7 +38,7 @@ from stages.training.targets import TargetProvider
 log = logging.getLogger(__name__)
 
 # Sections whose change makes a checkpoint a different experiment (refused on resume).
-RESUME_SECTIONS = ("data", "student", "loss", "icd", "cache")
+RESUME_SECTIONS = ("data", "student", "loss", "icd", "rkd", "ekd", "adadistill", "margindistillation", "cache")
 
 
 @dataclass
@@ -57,14 +62,14 @@ class Run:
     command: str
     inputs: TrainInputs
     device: torch.device
-    modules: dict[str, nn.Module]  # "student", "head" and, when dimensions differ, "projector"
+    modules: dict[str, nn.Module]  # "student", "head" (methods with a margin head), "projector" (dimensions differ)
     bank: FeatureBank | None
-    grid: torch.Tensor | None  # the SDC kernel-density grid (distill only)
+    grid: torch.Tensor | None  # the SDC kernel-density grid (loss.method "icd" only)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     autocast_dtype: torch.dtype | None
-    weights: dict[str, float]  # loss term -> weight
+    weights: dict[str, float]  # loss term -> weight, every term the steps compute (`methods.method_weights`)
     sampler: IdentityBatchSampler
     total: int  # optimiser steps of the whole run
     sdc_start: int  # first step with the SDC term
@@ -77,6 +82,8 @@ class Run:
     last_checkpoint: Path | None = None
     images_seen: int = 0  # images trained on in this process
     previous_images_per_s: float = 0.0  # throughput stored in the checkpoint resumed from
+    method_state: dict[str, torch.Tensor] = field(default_factory=dict)  # evolving method state (checkpointed)
+    teacher_centres: torch.Tensor | None = None  # [C, D_t] MarginDistillation's frozen centres (run dir file)
 
     @property
     def distill(self) -> bool:
@@ -177,12 +184,12 @@ def check_pair_sources(cfg: PipelineConfig, groups: int) -> None:
 
 def build_modules(cfg: PipelineConfig, inputs: TrainInputs, num_classes: int,
                   device: torch.device) -> dict[str, nn.Module]:
-    """Student, margin head and (distill, when the dimensions differ) the bias-free projector P."""
-    modules: dict[str, nn.Module] = {
-        "student": build_student(cfg.student, cfg.data.image_size).to(device),
-        "head": MarginHead(cfg.student.embedding_size, num_classes, cfg.loss.head, cfg.loss.scale,
-                           cfg.loss.margin).to(device),
-    }
+    """Student, margin head (unless the method replaces it by teacher centres) and (distill, when the dimensions
+    differ) the bias-free projector P."""
+    modules: dict[str, nn.Module] = {"student": build_student(cfg.student, cfg.data.image_size).to(device)}
+    if step_method(cfg, inputs.provider is not None) in MARGIN_HEAD_METHODS:
+        modules["head"] = MarginHead(cfg.student.embedding_size, num_classes, cfg.loss.head, cfg.loss.scale,
+                                     cfg.loss.margin).to(device)
     if inputs.provider is not None and inputs.teacher_dim != cfg.student.embedding_size:
         modules["projector"] = nn.Linear(cfg.student.embedding_size, inputs.teacher_dim, bias=False).to(device)
     return modules
@@ -208,15 +215,17 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     A fresh run in a `run.dir` that holds checkpoints is refused unless `overwrite` (which deletes them).
     """
     distill = inputs.provider is not None
-    if cfg.loss.margin_weight == 0 and not (distill and cfg.loss.fcd_weight + cfg.loss.sdc_weight > 0):
-        raise ConfigError(f"config key 'loss.margin_weight' is 0: {command} would have no loss term to train")
+    if not distill and cfg.loss.method != "icd":
+        raise ConfigError(f"config key 'loss.method' = {cfg.loss.method!r}: {command} has no teacher to distil from; "
+                          "it trains the margin loss only and accepts the default \"icd\" alone")
+    weights = method_weights(cfg, distill, command)
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)
     labels, num_classes = _checked_labels(inputs.dataset)
     sampler, p = build_sampler(cfg, inputs, labels)
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler)))
     modules = build_modules(cfg, inputs, num_classes, device)
-    sdc = distill and cfg.loss.sdc_weight > 0
+    sdc = step_method(cfg, distill) == "icd" and cfg.loss.sdc_weight > 0
     if sdc:
         check_pair_sources(cfg, p)
     bank = None
@@ -226,21 +235,24 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     amp = amp_mode(cfg.train.amp, device)
     run = Run(
         cfg=cfg, command=command, inputs=inputs, device=device, modules=modules, bank=bank,
-        grid=similarity_grid(cfg.icd.grid_step).to(device) if distill else None,
+        grid=similarity_grid(cfg.icd.grid_step).to(device) if step_method(cfg, distill) == "icd" else None,
         optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
         autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp),
-        weights={"margin": cfg.loss.margin_weight, "fcd": cfg.loss.fcd_weight, "sdc": cfg.loss.sdc_weight,
-                 "impostor_sdc": cfg.loss.impostor_sdc_weight},
-        sampler=sampler, total=total, sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler))),
+        weights=weights, sampler=sampler, total=total, sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler))),
         num_classes=num_classes, identities_per_batch=p,
+        method_state=initial_method_state(cfg, distill, num_classes, inputs.teacher_dim, device),
     )
     candidates = resume_candidates(cfg.train.resume, resume, run.run_dir / "checkpoints", overwrite)
     if candidates:
         restore(run, candidates)
+    if step_method(cfg, distill) == "margindistillation":
+        assert inputs.provider is not None
+        run.teacher_centres = torch.from_numpy(teacher_centres(
+            run.run_dir, inputs.provider, inputs.cache_fingerprint, inputs.rows, labels, num_classes)).to(device)
     if sdc:
         warn_without_pairs(sampler.labels)
-    log.info("%s: %d steps (%d per epoch), batch %d = %d ids x %d + %d random rows, %d rows, %d classes, "
-             "device %s, amp %s", command, total, run.per_epoch, cfg.train.batch_size, p,
+    log.info("%s (%s): %d steps (%d per epoch), batch %d = %d ids x %d + %d random rows, %d rows, %d classes, "
+             "device %s, amp %s", command, step_method(cfg, distill), total, run.per_epoch, cfg.train.batch_size, p,
              cfg.train.images_per_identity, sampler.n_random, len(inputs.rows), num_classes, device, amp)
     return run
 
@@ -297,6 +309,7 @@ def run_state(run: Run, images_per_s: float, final: bool = False) -> dict[str, A
         "modules": {k: v.state_dict() for k, v in run.modules.items()},
         "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict(), "bank": run.bank.state_dict() if run.bank is not None else None,
+        "method_state": {k: v.detach().cpu().clone() for k, v in run.method_state.items()},
         "step": run.step, "epoch": run.epoch, "position": run.position, "total_steps": run.total,
         "rng": capture_rng(), "config": to_dict(run.cfg), "config_hash": config_hash(run.cfg),
         "section_hashes": section_hashes(run.cfg), "cache_fingerprint": run.inputs.cache_fingerprint,
@@ -329,6 +342,11 @@ def restore(run: Run, candidates: list[Path]) -> None:
     run.scaler.load_state_dict(state["scaler"])
     if run.bank is not None:
         run.bank.load_state_dict(state["bank"])
+    saved = state.get("method_state") or {}
+    for name, current in run.method_state.items():
+        if name not in saved or tuple(saved[name].shape) != tuple(current.shape):
+            raise ConfigError(f"checkpoint '{path}' holds no {name} of shape {tuple(current.shape)}")
+        run.method_state[name] = saved[name].to(run.device, current.dtype)
     run.step, run.epoch, run.position = state["step"], state["epoch"], state["position"]
     restore_rng(state["rng"])
     run.previous_images_per_s = float(state.get("images_per_s", 0.0))

@@ -33,11 +33,16 @@ def test_train_and_distill_reduce_the_loss(extracted: tuple[Path, list[str], dic
             assert float(rows[-1]["fcd"]) < float(rows[0]["fcd"])
 
 
-@pytest.mark.parametrize("command", ["train", "distill"])
+@pytest.mark.parametrize("command, method, terms", [
+    ("train", "icd", ("margin",)), ("distill", "icd", ("margin", "fcd", "sdc")),
+    ("distill", "adadistill", ("adadistill",)),  # teacher centres that move every step: checkpointed
+    ("distill", "ekd", ("margin", "fcd", "ekd")),  # running thresholds: checkpointed
+])
 def test_resume_repeats_uninterrupted_losses(extracted: tuple[Path, list[str], dict], tmp_path: Path,
-                                             command: str) -> None:
+                                             command: str, method: str, terms: tuple[str, ...]) -> None:
     run, settings, _ = extracted
-    base = settings + [f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=6", "train.checkpoint_every=2"]
+    base = settings + [f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=6", "train.checkpoint_every=2",
+                       f'loss.method="{method}"']
     full = tmp_path / "full"
     code, out, _ = invoke(command, base + [f"run.dir={full}"])
     assert code == 0, out
@@ -53,7 +58,7 @@ def test_resume_repeats_uninterrupted_losses(extracted: tuple[Path, list[str], d
     got = read_metrics(part / "metrics.csv")
     assert [r["step"] for r in got] == ["5", "6"]
     for r in got:
-        for key in ("loss", "margin") + (("fcd", "sdc") if command == "distill" else ()):
+        for key in ("loss", *terms):
             assert float(r[key]) == pytest.approx(float(want[r["step"]][key]), abs=1e-6), (r["step"], key)
 
 
