@@ -30,15 +30,13 @@ from models import build_student
 from models.device import resolve_device
 from stages.training.bank import FeatureBank
 from stages.training.centres import teacher_centres
+from stages.training.experiment import changed_sections
 from stages.training.methods import MARGIN_HEAD_METHODS, initial_method_state, method_weights, step_method
 from stages.training.sampler import IdentityBatchSampler
 from stages.training.schedule import lr_lambda
 from stages.training.targets import TargetProvider
 
 log = logging.getLogger(__name__)
-
-# Sections whose change makes a checkpoint a different experiment (refused on resume).
-RESUME_SECTIONS = ("data", "student", "loss", "icd", "rkd", "ekd", "adadistill", "margindistillation", "cache")
 
 
 @dataclass
@@ -116,11 +114,6 @@ def amp_mode(requested: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "none"
-
-
-def section_hashes(cfg: PipelineConfig) -> dict[str, str]:
-    d = to_dict(cfg)
-    return {s: config_hash(d[s]) for s in RESUME_SECTIONS}
 
 
 def sampler_inputs(labels: np.ndarray, rows: np.ndarray,
@@ -293,8 +286,7 @@ def check_resumable(state: dict[str, Any], run: Run, path: Path) -> None:
     """Refuse a checkpoint of another command, other experiment sections or another teacher cache."""
     if state.get("command") != run.command:
         raise ConfigError(f"checkpoint '{path}' was written by '{state.get('command')}', not '{run.command}'")
-    now = section_hashes(run.cfg)
-    differ = [s for s in RESUME_SECTIONS if state["section_hashes"].get(s) != now[s]]
+    differ = changed_sections(state["config"], run.cfg, f"checkpoint '{path}'")
     if differ:
         raise ConfigError(f"checkpoint '{path}' was trained with different config section(s): "
                           f"{', '.join('[' + s + ']' for s in differ)}")
@@ -312,7 +304,7 @@ def run_state(run: Run, images_per_s: float, final: bool = False) -> dict[str, A
         "method_state": {k: v.detach().cpu().clone() for k, v in run.method_state.items()},
         "step": run.step, "epoch": run.epoch, "position": run.position, "total_steps": run.total,
         "rng": capture_rng(), "config": to_dict(run.cfg), "config_hash": config_hash(run.cfg),
-        "section_hashes": section_hashes(run.cfg), "cache_fingerprint": run.inputs.cache_fingerprint,
+        "cache_fingerprint": run.inputs.cache_fingerprint,
         "num_classes": run.num_classes, "final": final, "images_per_s": images_per_s,
     }
 
