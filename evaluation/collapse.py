@@ -2,8 +2,9 @@
 
 A student whose unseen faces all look alike scores every pair high: its impostor pairs have a mean
 cosine far above a healthy model's (near 0; the MobileFace ONNX teacher on held-out LFW DevTrain people:
-0.03, a collapsed student there: 0.59 to 0.92). Accuracy and AUC can stay well above chance while this happens, so `evaluate` states both means
-on every set and warns when the impostor mean passes `COLLAPSE_IMPOSTOR_COSINE`.
+0.03, a collapsed student there: 0.59 to 0.92). Accuracy and AUC can stay well above chance while this
+happens, so `evaluate` states both means on every set and warns when the impostor mean passes
+`COLLAPSE_IMPOSTOR_COSINE`.
 """
 from __future__ import annotations
 
