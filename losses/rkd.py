@@ -7,6 +7,8 @@ compared, so student [B, D_s] and teacher [B, D_t] may have different dimensions
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +20,18 @@ def _check_pair(student: torch.Tensor, teacher: torch.Tensor, name: str) -> torc
         raise ValueError(f"{name}: expected student [B, D_s] and teacher [B, D_t] with the same B, got "
                          f"{tuple(student.shape)} and {tuple(teacher.shape)}")
     return torch.promote_types(torch.promote_types(student.dtype, teacher.dtype), torch.float32)
+
+
+def _relation_loss(student: torch.Tensor, teacher: torch.Tensor, relation: Callable[[torch.Tensor], torch.Tensor],
+                   min_batch: int, name: str) -> torch.Tensor:
+    """smooth-L1 (beta 1) between `relation` of the student and of the (detached) teacher; 0 with the graph kept
+    when B < min_batch."""
+    dtype = _check_pair(student, teacher, name)
+    if student.shape[0] < min_batch:
+        return student.to(dtype).sum() * 0.0
+    with torch.no_grad():
+        target = relation(teacher.detach().to(dtype))
+    return F.smooth_l1_loss(relation(student.to(dtype)), target, beta=1.0)
 
 
 def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
@@ -50,13 +64,7 @@ def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
     ``student`` [B, D_s], ``teacher`` [B, D_t] (any norm; the teacher is detached). Returns a
     float32 (or float64) scalar, unitless; 0 with the graph kept when B < 2. Published weight 25.
     """
-    dtype = _check_pair(student, teacher, "rkd_distance_loss")
-    if student.shape[0] < 2:
-        return student.to(dtype).sum() * 0.0
-    d_s = normalized_distances(student.to(dtype))
-    with torch.no_grad():
-        d_t = normalized_distances(teacher.detach().to(dtype))
-    return F.smooth_l1_loss(d_s, d_t, beta=1.0)
+    return _relation_loss(student, teacher, normalized_distances, 2, "rkd_distance_loss")
 
 
 def triplet_angles(x: torch.Tensor) -> torch.Tensor:
@@ -77,10 +85,4 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     ``teacher`` [B, D_t] (any norm; the teacher is detached). Memory O(B^2 D + B^3). Returns a float32
     (or float64) scalar, unitless; 0 with the graph kept when B < 3. Published weight 50.
     """
-    dtype = _check_pair(student, teacher, "rkd_angle_loss")
-    if student.shape[0] < 3:
-        return student.to(dtype).sum() * 0.0
-    a_s = triplet_angles(student.to(dtype))
-    with torch.no_grad():
-        a_t = triplet_angles(teacher.detach().to(dtype))
-    return F.smooth_l1_loss(a_s, a_t, beta=1.0)
+    return _relation_loss(student, teacher, triplet_angles, 3, "rkd_angle_loss")

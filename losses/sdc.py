@@ -81,6 +81,21 @@ def kl_divergence(p: torch.Tensor, q: torch.Tensor, eps: float) -> torch.Tensor:
     return (p * (torch.log(p + eps) - torch.log(q + eps))).sum(dim=-1)
 
 
+def _check_pair_sims(name: str, student_sims: torch.Tensor, teacher_sims: torch.Tensor, direction: str) -> None:
+    """The KL direction is a known one and student and teacher sims are [P] of equal shape, else an error."""
+    check_choice(direction, KL_DIRECTIONS, "icd.kl_direction")
+    if student_sims.shape != teacher_sims.shape or student_sims.dim() != 1:
+        raise ValueError(f"{name}: expected student and teacher sims [P] of equal shape, got "
+                         f"{tuple(student_sims.shape)} and {tuple(teacher_sims.shape)}")
+
+
+def _directed_kl(p_student: torch.Tensor, p_teacher: torch.Tensor, eps: float, direction: str) -> torch.Tensor:
+    """KL(P_t || P_s) for "teacher_student", KL(P_s || P_t) for "student_teacher" (`icd.kl_direction`)."""
+    if direction == "teacher_student":
+        return kl_divergence(p_teacher, p_student, eps)
+    return kl_divergence(p_student, p_teacher, eps)
+
+
 def similarity_distribution_consistency(
     student_sims: torch.Tensor,
     teacher_sims: torch.Tensor,
@@ -98,17 +113,12 @@ def similarity_distribution_consistency(
     ``direction`` "teacher_student" = KL(P_t || P_s), "student_teacher" = KL(P_s || P_t).
     Returns a float32 scalar in nats; 0 (graph kept) when there are no pairs.
     """
-    check_choice(direction, KL_DIRECTIONS, "icd.kl_direction")
-    if student_sims.shape != teacher_sims.shape or student_sims.dim() != 1:
-        raise ValueError(f"similarity_distribution_consistency: expected student and teacher sims [P] of equal "
-                         f"shape, got {tuple(student_sims.shape)} and {tuple(teacher_sims.shape)}")
+    _check_pair_sims("similarity_distribution_consistency", student_sims, teacher_sims, direction)
     if student_sims.numel() == 0:
         return student_sims.to(torch.promote_types(student_sims.dtype, torch.float32)).sum() * 0.0
     p_student = kernel_density(student_sims, grid, sigma, weights)
     p_teacher = kernel_density(teacher_sims.detach(), grid, sigma, None if weights is None else weights.detach())
-    if direction == "teacher_student":
-        return kl_divergence(p_teacher, p_student, eps)
-    return kl_divergence(p_student, p_teacher, eps)
+    return _directed_kl(p_student, p_teacher, eps, direction)
 
 
 def identity_distribution_consistency(
@@ -129,11 +139,10 @@ def identity_distribution_consistency(
     than to the batch's. ``identities`` [P] int64 identity of each pair; other arguments as in
     `similarity_distribution_consistency`. Returns a float32 scalar in nats; 0 (graph kept) with no pairs.
     """
-    check_choice(direction, KL_DIRECTIONS, "icd.kl_direction")
-    if student_sims.shape != teacher_sims.shape or student_sims.dim() != 1 or identities.shape != student_sims.shape:
-        raise ValueError(f"identity_distribution_consistency: expected student, teacher sims and identities [P] of "
-                         f"equal shape, got {tuple(student_sims.shape)}, {tuple(teacher_sims.shape)} and "
-                         f"{tuple(identities.shape)}")
+    _check_pair_sims("identity_distribution_consistency", student_sims, teacher_sims, direction)
+    if identities.shape != student_sims.shape:
+        raise ValueError(f"identity_distribution_consistency: identities {tuple(identities.shape)} must match the "
+                         f"sims {tuple(student_sims.shape)}")
     if student_sims.numel() == 0:
         return student_sims.to(torch.promote_types(student_sims.dtype, torch.float32)).sum() * 0.0
     groups, index = torch.unique(identities, return_inverse=True)
@@ -146,6 +155,6 @@ def identity_distribution_consistency(
         return rows / rows.sum(dim=1, keepdim=True).clamp_min(_MIN_MASS)
 
     p_s, p_t = densities(student_sims), densities(teacher_sims.detach())
-    kl = kl_divergence(p_t, p_s, eps) if direction == "teacher_student" else kl_divergence(p_s, p_t, eps)  # [K]
+    kl = _directed_kl(p_s, p_t, eps, direction)  # [K]
     has_mass = (p_t.sum(dim=1) > 0).to(kl.dtype)
     return (kl * has_mass).sum() / has_mass.sum().clamp_min(1.0)
