@@ -70,11 +70,21 @@ def rkd_distance_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
 def triplet_angles(x: torch.Tensor) -> torch.Tensor:
     """Cosines [B, B, B]: entry (a, j, k) = cos of the angle at anchor x_a between x_j and x_k (RKD, CVPR 2019).
 
-    <e_aj, e_ak> with e_aj = (x_j - x_a) / ||x_j - x_a||; entries with j == a or k == a are 0 (a zero
-    difference normalises to 0), entries with j == k (j != a) are 1, as in the public code. ``x`` [B, D].
+    <e_aj, e_ak> with e_aj = (x_j - x_a) / ||x_j - x_a||; entries with x_j == x_a or x_k == x_a (j == a,
+    k == a, repeated rows) are 0 (a zero difference normalises to 0), entries with j == k otherwise 1, as in
+    the public code. ``x`` [B, D].
+    Computed from the Gram matrix G = x x^T in float64, <x_j - x_a, x_k - x_a> = G_jk - G_aj - G_ak + G_aa,
+    so no [B, B, D] difference tensor is built: O(B^2 D + B^3) time, O(B^3) memory. Returns ``x``'s dtype.
     """
-    diff = F.normalize(x[None, :, :] - x[:, None, :], p=2, dim=2)
-    return torch.bmm(diff, diff.transpose(1, 2))
+    x64 = x.double()
+    g = x64 @ x64.t()
+    sq = g.diagonal()
+    dots = g[None, :, :] - g[:, :, None] - g[:, None, :] + sq[:, None, None]
+    norms = (sq[:, None] + sq[None, :] - 2.0 * g).clamp_min(_SQ_EPS * _SQ_EPS).sqrt()  # max(||x_j - x_a||, 1e-12)
+    cos = dots / (norms[:, :, None] * norms[:, None, :])
+    same = (x[:, None, :] == x[None, :, :]).all(dim=2)  # x_j == x_a: a zero difference (j == a among them)
+    degenerate = same[:, :, None] | same[:, None, :]
+    return torch.where(degenerate, torch.zeros_like(cos), cos).to(x.dtype)
 
 
 def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -82,7 +92,7 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
 
     L_A = mean over all B^3 (anchor, j, k) entries of huber(cos_s - cos_t) (`triplet_angles`; degenerate
     entries are equal on both sides and count in the mean, as in the public code). ``student`` [B, D_s],
-    ``teacher`` [B, D_t] (any norm; the teacher is detached). Memory O(B^2 D + B^3). Returns a float32
+    ``teacher`` [B, D_t] (any norm; the teacher is detached). Memory O(B^3). Returns a float32
     (or float64) scalar, unitless; 0 with the graph kept when B < 3. Published weight 50.
     """
     return _relation_loss(student, teacher, triplet_angles, 3, "rkd_angle_loss")

@@ -106,3 +106,21 @@ def test_small_batches_are_zero_with_graph_and_shapes_checked(loss_fn, minimum):
     assert loss.item() == 0.0 and loss.requires_grad
     with pytest.raises(ValueError, match="same B"):
         loss_fn(torch.randn(4, 3), torch.randn(5, 3))
+
+
+def naive_triplet_angles(x: torch.Tensor) -> torch.Tensor:
+    """The public code's form: every difference vector [B, B, D], normalised, then batched dot products."""
+    diff = torch.nn.functional.normalize(x[None, :, :] - x[:, None, :], p=2, dim=2)
+    return torch.bmm(diff, diff.transpose(1, 2))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_angles_match_difference_vectors_with_repeated_rows(dtype, tol):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.nn.functional.normalize(torch.randn(32, 64, generator=gen, dtype=dtype), dim=1)
+    x[7] = x[3]  # a repeated row: its difference to row 3 is exactly zero, so those entries are 0
+    x[20] = x[3]
+    got = triplet_angles(x)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, naive_triplet_angles(x), rtol=0.0, atol=tol)
+    assert got[3, 7, 20].item() == 0.0 and got[7, 3, 1].item() == 0.0
