@@ -124,6 +124,7 @@ RANGES: dict[str, Range] = {
     "train.eval_every": NON_NEGATIVE,
     "eval.batch_size": AT_LEAST_ONE, "eval.nfolds": Range(2), "eval.n_boot": AT_LEAST_ONE,
     "demo.teacher_embedding_size": AT_LEAST_ONE, "demo.teacher_epochs": POSITIVE, "demo.teacher_lr": POSITIVE,
+    "demo.teacher_random_share": Range(0, 1),
     "demo.student_embedding_size": AT_LEAST_ONE, "demo.student_epochs": POSITIVE,
     "demo.warmup_steps": NON_NEGATIVE, "demo.scale": POSITIVE, "demo.fcd_weight": NON_NEGATIVE,
     "split.seed": NON_NEGATIVE, "split.heldout_fraction": Range(0, 1, lo_open=True, hi_open=True),

@@ -90,7 +90,7 @@ class LossConfig:
 class IcdConfig:
     """Section 1's choices for the similarity-distribution-consistency term."""
 
-    pairs: str = "both"  # both | batch (the batch's identity groups) | bank (the feature bank only)
+    pairs: str = "bank"  # bank (the feature bank only) | batch (the batch's identity groups) | both
     bank_size: int = 8
     max_age: int = 1000
     grid_step: float = 0.01
@@ -150,7 +150,7 @@ class TrainConfig:
     batch_size: int = 128
     identities_per_batch: int = 0  # P; 0: batch_size // images_per_identity
     images_per_identity: int = 4  # M >= 2
-    random_share: float = 0.0  # 1.0: random batches, no identity groups (needs icd.pairs = "bank")
+    random_share: float = 1.0  # 1.0: random batches, no identity groups (needs icd.pairs = "bank"); 0: P x M
     # nearest | farthest | random: which same-identity rows fill an anchor's group (distill)
     positive_policy: str = "nearest"
     optimizer: str = "sgd"  # sgd | adamw
@@ -198,6 +198,9 @@ class DemoConfig:
     teacher_embedding_size: int = 256  # -> teacher.embedding_size
     teacher_epochs: float = 14.0  # the teacher's `train` budget
     teacher_lr: float = 0.1
+    # the teacher's train.random_share: P x M identity groups (0), as the teacher of the reported synthetic
+    # sweeps was trained; its students follow train.random_share
+    teacher_random_share: float = 0.0
     student_arch: str = "mobilefacenet"  # -> student.arch
     student_embedding_size: int = 128  # -> student.embedding_size
     student_epochs: float = 4.0  # -> train.epochs of every student

@@ -92,6 +92,7 @@ def teacher_config(cfg: PipelineConfig, run_dir: Path, quick: bool) -> PipelineC
         "run.dir": str(run_dir), "train.resume": "auto", "student.arch": cfg.teacher.arch,
         "student.embedding_size": cfg.teacher.embedding_size, "train.epochs": cfg.demo.teacher_epochs,
         "train.steps": cfg.train.steps if quick else 0, "train.lr": cfg.demo.teacher_lr,
+        "train.random_share": cfg.demo.teacher_random_share,
     })
 
 

@@ -3,7 +3,10 @@
 A checkpoint stores its whole resolved config. On resume it is read back through
 `config.config_from_dict` (defaults filled in for keys added since, retired keys translated), so a
 checkpoint written before a new key existed matches a config that leaves the key at its default;
-settings that only say how the run executes (`EXECUTION_KEYS`) may change between the two.
+settings that only say how the run executes (`EXECUTION_KEYS`) may change between the two. A method's
+own section counts only for the run of that method (`METHOD_SECTIONS`: [icd] is no part of a `train` or
+`fcd` run), and of [train], whose budget may grow on resume, only how batches are drawn counts
+(`BATCH_KEYS`).
 """
 from __future__ import annotations
 
@@ -15,19 +18,26 @@ from config import PipelineConfig, config_from_dict, to_dict
 RESUME_SECTIONS = ("data", "student", "loss", "icd", "rkd", "ekd", "adadistill", "margindistillation", "cache")
 # Keys of those sections that change how a run executes, not what it computes.
 EXECUTION_KEYS = ("data.workers",)
+# Sections read only by the run of one method (the keys of `stages.training.methods.METHOD_TERMS`).
+METHOD_SECTIONS = {"icd": "icd", "rkd": "rkd", "ekd": "ekd", "adadistill": "adadistill",
+                   "margindistillation": "margindistillation"}
+# The [train] keys that decide which rows a batch holds (the rest of [train] is budget and optimiser).
+BATCH_KEYS = ("batch_size", "identities_per_batch", "images_per_identity", "random_share", "positive_policy")
 
 
-def experiment_sections(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
-    """The RESUME_SECTIONS of `cfg` as plain dicts, without the EXECUTION_KEYS."""
+def experiment_sections(cfg: PipelineConfig, method: str) -> dict[str, dict[str, Any]]:
+    """The sections of `cfg` a run of `method` (a `METHOD_TERMS` key) must match on resume, as plain dicts."""
     d = to_dict(cfg)
-    out = {s: dict(d[s]) for s in RESUME_SECTIONS}
+    own = {section for m, section in METHOD_SECTIONS.items() if m != method}
+    out = {s: dict(d[s]) for s in RESUME_SECTIONS if s not in own}
     for key in EXECUTION_KEYS:
         section, name = key.split(".")
         out[section].pop(name, None)
+    out["train"] = {k: d["train"][k] for k in BATCH_KEYS}
     return out
 
 
-def changed_sections(stored: dict[str, Any], cfg: PipelineConfig, source: str) -> list[str]:
-    """The RESUME_SECTIONS in which the stored config dict of checkpoint `source` differs from `cfg`."""
-    then, now = experiment_sections(config_from_dict(stored, source)), experiment_sections(cfg)
-    return [s for s in RESUME_SECTIONS if then[s] != now[s]]
+def changed_sections(stored: dict[str, Any], cfg: PipelineConfig, source: str, method: str) -> list[str]:
+    """The sections in which the stored config dict of checkpoint `source` differs from `cfg` for a run of `method`."""
+    then, now = experiment_sections(config_from_dict(stored, source), method), experiment_sections(cfg, method)
+    return [s for s in now if then[s] != now[s]]

@@ -286,7 +286,7 @@ def check_resumable(state: dict[str, Any], run: Run, path: Path) -> None:
     """Refuse a checkpoint of another command, other experiment sections or another teacher cache."""
     if state.get("command") != run.command:
         raise ConfigError(f"checkpoint '{path}' was written by '{state.get('command')}', not '{run.command}'")
-    differ = changed_sections(state["config"], run.cfg, f"checkpoint '{path}'")
+    differ = changed_sections(state["config"], run.cfg, f"checkpoint '{path}'", step_method(run.cfg, run.distill))
     if differ:
         raise ConfigError(f"checkpoint '{path}' was trained with different config section(s): "
                           f"{', '.join('[' + s + ']' for s in differ)}")

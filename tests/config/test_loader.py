@@ -134,9 +134,9 @@ def test_apply_overrides_copies_and_checks_like_set() -> None:
     from config import apply_overrides
 
     base = load_config(None, ["train.lr=0.2"])
-    out = apply_overrides(base, ["loss.sdc_weight=0.0", 'icd.pairs="bank"'], "variant v")
-    assert (out.loss.sdc_weight, out.icd.pairs, out.train.lr) == (0.0, "bank", 0.2)
-    assert base.loss.sdc_weight == 1.0 and base.icd.pairs == "both"  # the original is untouched
+    out = apply_overrides(base, ["loss.sdc_weight=0.0", 'icd.pairs="both"'], "variant v")
+    assert (out.loss.sdc_weight, out.icd.pairs, out.train.lr) == (0.0, "both", 0.2)
+    assert base.loss.sdc_weight == 1.0 and base.icd.pairs == "bank"  # the original is untouched
     with pytest.raises(ConfigError, match="variant v: unknown config key 'loss.sdc_wieght'"):
         apply_overrides(base, ["loss.sdc_wieght=0.0"], "variant v")
     with pytest.raises(ConfigError, match="variant v: config keys 'icd.sigma'"):

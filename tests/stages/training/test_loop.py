@@ -30,7 +30,8 @@ def test_train_and_distill_reduce_the_loss(extracted: tuple[Path, list[str], dic
         assert summary["steps"] == 12
         if command == "distill":
             assert {"fcd", "sdc"} <= set(rows[0])
-            assert float(rows[-1]["fcd"]) < float(rows[0]["fcd"])
+            fcd = np.array([float(r["fcd"]) for r in rows])
+            assert fcd[-3:].mean() < fcd[:3].mean(), fcd
 
 
 @pytest.mark.parametrize("command, method, terms", [
@@ -198,10 +199,10 @@ def test_bank_pairs_train_on_random_batches(extracted: tuple[Path, list[str], di
 
 
 @pytest.mark.parametrize("changes, keys", [
-    (["train.random_share=1.0"], ("'icd.pairs' = 'both'", "'train.random_share' = 1.0")),
+    (['icd.pairs="both"', "train.random_share=1.0"], ("'icd.pairs' = 'both'", "'train.random_share' = 1.0")),
     (['icd.pairs="batch"', "train.random_share=1.0"], ("'icd.pairs' = 'batch'", "'train.random_share' = 1.0")),
     (['icd.pairs="bank"', "icd.max_age=0"], ("'icd.pairs' = 'bank'", "'icd.max_age' = 0")),
-    (["icd.max_age=0"], ("'icd.pairs' = 'both'", "'icd.max_age' = 0")),
+    (['icd.pairs="both"', "icd.max_age=0", "train.random_share=0.0"], ("'icd.pairs' = 'both'", "'icd.max_age' = 0")),
     (['icd.pairs="bank"', "train.random_share=1.0", "train.identities_per_batch=2"],
      ("'train.identities_per_batch' = 2", "'train.random_share' = 1.0")),
 ])
@@ -221,7 +222,8 @@ def test_farthest_positive_policy_runs(extracted: tuple[Path, list[str], dict], 
     cache = f"cache.path={run / 'cache' / 'teacher.h5'}"
     with caplog.at_level(logging.INFO, logger="stages.training.policy"):
         code, out, summary = invoke("distill", settings + [f"run.dir={tmp_path}", cache, "train.steps=1",
-                                                           'train.positive_policy="farthest"'])
+                                                           'train.positive_policy="farthest"',
+                                                           "train.random_share=0.0"])  # groups: P x M batches
     assert code == 0 and summary["steps"] == 1, out
     assert "48 rows' farthest positives" in caplog.text  # distill built the sampler's table from the policy
 
