@@ -13,14 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from config import PipelineConfig, config_from_dict, to_dict
+from config.choices import METHODS
 
 # Sections whose change makes a checkpoint a different experiment (refused on resume).
 RESUME_SECTIONS = ("data", "student", "loss", "icd", "rkd", "ekd", "adadistill", "margindistillation", "cache")
 # Keys of those sections that change how a run executes, not what it computes.
 EXECUTION_KEYS = ("data.workers",)
-# Sections read only by the run of one method (the keys of `stages.training.methods.METHOD_TERMS`).
-METHOD_SECTIONS = {"icd": "icd", "rkd": "rkd", "ekd": "ekd", "adadistill": "adadistill",
-                   "margindistillation": "margindistillation"}
+# Sections read only by the run of the `loss.method` of the same name.
+METHOD_SECTIONS = tuple(s for s in RESUME_SECTIONS if s in METHODS)
 # The [train] keys that decide which rows a batch holds (the rest of [train] is budget and optimiser).
 BATCH_KEYS = ("batch_size", "identities_per_batch", "images_per_identity", "random_share", "positive_policy")
 
@@ -28,8 +28,7 @@ BATCH_KEYS = ("batch_size", "identities_per_batch", "images_per_identity", "rand
 def experiment_sections(cfg: PipelineConfig, method: str) -> dict[str, dict[str, Any]]:
     """The sections of `cfg` a run of `method` (a `METHOD_TERMS` key) must match on resume, as plain dicts."""
     d = to_dict(cfg)
-    own = {section for m, section in METHOD_SECTIONS.items() if m != method}
-    out = {s: dict(d[s]) for s in RESUME_SECTIONS if s not in own}
+    out = {s: dict(d[s]) for s in RESUME_SECTIONS if s not in METHOD_SECTIONS or s == method}
     for key in EXECUTION_KEYS:
         section, name = key.split(".")
         out[section].pop(name, None)
