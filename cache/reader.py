@@ -15,12 +15,12 @@ from typing import Any
 
 import h5py
 import numpy as np
-import torch
 
 from cache import layout
 from cache.checksums import VERIFY_MODES, check_blocks, checksum_rows, verify_cache
+from cache.direct import ChunkedRows
 from cache.paths import partial_path
-from cache.writer import row_blocks
+from cache.rows import ViewRows, as_float32, row_blocks
 from common.errors import ConfigError, PipelineError
 from config.choices import IN_RAM_MODES, check_choice
 
@@ -78,9 +78,13 @@ class TeacherCache:
             nbytes = emb.size * emb.dtype.itemsize
             load = in_ram == "always" or (in_ram == "auto" and nbytes <= ram_limit_gb * 2**30)
             self._ram: np.ndarray | None = self._load(emb) if load else None
+            self._direct: ChunkedRows | None = None
             if self._ram is not None:
                 read[layout.EMBEDDINGS] = self._ram
             verify_cache(file, self.path, verify, read)
+        if self._ram is None:
+            with self._damage_is_config_error():
+                self._direct = ChunkedRows.open(self.path, layout.EMBEDDINGS)
 
     @contextlib.contextmanager
     def _damage_is_config_error(self) -> Iterator[None]:
@@ -142,6 +146,8 @@ class TeacherCache:
             self._file.close()
         self._file = None
         self._pid = None
+        if self._direct is not None:
+            self._direct.close()
 
     def __enter__(self) -> TeacherCache:
         return self
@@ -226,6 +232,10 @@ class TeacherCache:
         """[N, 2, D] stored embeddings: the RAM array, or the HDF5 dataset (sliceable) when not loaded."""
         return self._ram if self._ram is not None else self._h5()[layout.EMBEDDINGS]
 
+    def view_rows(self, view: int = 0) -> ViewRows:
+        """One view as a `cache.rows.RowSource`: read in float32 blocks from RAM or from the file."""
+        return ViewRows(self.embeddings, view, self.chunk_rows)
+
     def read_view(self, view: int = 0) -> np.ndarray:
         """[N, D] float32 embeddings of one view (0: as stored, 1: flipped); skipped rows are zeros."""
         if self._ram is not None:
@@ -238,26 +248,30 @@ class TeacherCache:
             out[start:stop] = emb[start:stop, view]
         return out
 
-    def targets(self, rows: np.ndarray, flips: np.ndarray) -> np.ndarray:
-        """Teacher targets t = cache[rows, flips]: [B] rows and [B] flip bits (0/1) -> [B, D] float32."""
+    def targets(self, rows: np.ndarray, flips: np.ndarray, stored: bool = False) -> np.ndarray:
+        """Teacher targets t = cache[rows, flips]: [B] rows and [B] flip bits (0/1) -> [B, D] float32.
+
+        stored: return them in the stored dtype (float16 by default) instead, for a caller that converts
+        them where they are used (on the training device), which saves the host the conversion.
+        """
         rows = np.asarray(rows).reshape(-1).astype(np.int64)
         flips = np.asarray(flips).reshape(-1).astype(np.intp)
         if rows.shape != flips.shape:
             raise ValueError(f"{len(rows)} rows but {len(flips)} flip bits")
         if len(rows) == 0:
-            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+            return np.zeros((0, self.embedding_dim), dtype=self.dtype if stored else np.float32)
         if rows.min() < 0 or rows.max() >= self.num_rows or flips.min() < 0 or flips.max() > 1:
             raise ValueError(f"rows must lie in [0, {self.num_rows}) and flips in {{0, 1}}")
         missing = ~self.done[rows]
         if missing.any():
             raise PipelineError(f"row {int(rows[np.argmax(missing)])} of teacher cache '{self.path}' has no "
                                 "embedding (its image was skipped at extraction)")
-        if self._ram is not None:
-            # torch converts float16 to float32 several times faster than numpy's astype
-            return torch.from_numpy(self._ram[rows, flips]).float().numpy()
-        unique, inverse = np.unique(rows, return_inverse=True)
-        block = self._read_rows(unique)
-        return block[inverse, flips].astype(np.float32, copy=False)
+        if self._ram is not None:  # np.take on the [2N, D] view: twice numpy's fancy indexing, 0.3 ms for 3,900 rows
+            picked = np.take(self._ram.reshape(-1, self.embedding_dim), rows * 2 + flips, axis=0)
+        else:
+            unique, inverse = np.unique(rows, return_inverse=True)
+            picked = self._read_rows(unique)[inverse, flips]
+        return picked if stored else as_float32(picked)  # torch converts float16 several times faster than numpy
 
     def raw_views(self, rows: np.ndarray) -> np.ndarray:
         """The teacher's raw (un-normalised) outputs of both views, norm x unit view: [B] rows -> [B, 2, D] float32.
@@ -275,7 +289,10 @@ class TeacherCache:
         return self._table(layout.NORMS).astype(np.float32, copy=False)
 
     def _read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """[U, 2, D] stored embeddings of sorted unique `rows`, read as runs of consecutive rows."""
+        """[U, 2, D] stored embeddings of sorted unique `rows`, read as runs of consecutive rows (in parallel
+        threads straight from the file's bytes, `cache.direct`, when the dataset's storage allows)."""
+        if self._direct is not None:
+            return self._direct.read(rows)
         emb = self._h5()[layout.EMBEDDINGS]
         out = np.empty((len(rows), 2, self.embedding_dim), dtype=emb.dtype)
         for start, stop, at in row_blocks(rows, self.chunk_rows):

@@ -13,7 +13,10 @@ Why the work file survives `kill -9` at any point:
   identity table and positives there, then the per-block CRC32 of every dataset (`cache.checksums`,
   computed from that copy, so they describe the bytes published), marks it complete and renames it
   into place; the work file is removed only afterwards, so an interrupted finalize loses nothing (its
-  temporary copy is deleted by the next write into the folder, `common.atomic`).
+  temporary copy is deleted by the next write into the folder, `common.atomic`). When the disk has no
+  room for the copy (`has_room_for_copy`: Glint360K's work file is 35 GB), the work file itself is
+  moved to the temporary name and finished there, with a warning: the final cache is still never
+  half-written, but an interruption during finalisation then costs the extraction.
 A work file that cannot be opened or lacks part of the layout is discarded with a warning and the
 extraction starts over: losing work is acceptable, a corrupt final cache is not.
 """
@@ -24,39 +27,33 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+import torch
 
 from cache import layout
 from cache.checksums import write_checksums
 from cache.identity import identity_csr
 from cache.paths import partial_path
+from cache.rows import ViewRows, as_float32, row_blocks
 from common.atomic import atomic_path
 from common.errors import ConfigError, PipelineError
 from config.choices import CACHE_DTYPES, check_choice
 
 log = logging.getLogger(__name__)
 
+COPY_HEADROOM = 1.1  # finalize copies the work file when the disk holds 1.1 x its size more; else in place
 NORM_TOLERANCE = 1e-2  # |norm - 1| allowed for a stored view (float16 rounding is ~5e-4)
 VERIFY_BLOCK_ROWS = 16384
 
 
-def row_blocks(rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, int, int]]:
-    """Split sorted unique rows into runs of consecutive rows that stay inside one storage chunk.
-
-    Yields (first row, end row exclusive, position of the first row in `rows`).
-    """
-    if len(rows) == 0:
-        return
-    cut = (np.diff(rows) != 1) | (rows[1:] // chunk_rows != rows[:-1] // chunk_rows)
-    starts = np.concatenate([[0], np.flatnonzero(cut) + 1])
-    ends = np.concatenate([starts[1:], [len(rows)]])
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield int(rows[s]), int(rows[e - 1]) + 1, s
+def has_room_for_copy(path: Path) -> bool:
+    """Whether the file system of `path` has room for a copy of it (`COPY_HEADROOM` times its size free)."""
+    return shutil.disk_usage(path.parent).free >= COPY_HEADROOM * path.stat().st_size
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -67,7 +64,7 @@ def _dtype_name(dtype: Any) -> str:
 
 def _view_norm_ok(block: np.ndarray) -> np.ndarray:
     """[b] bool: both views of each row have unit norm within NORM_TOLERANCE (and are finite)."""
-    norms = np.linalg.norm(block.astype(np.float32), axis=-1)
+    norms = torch.linalg.vector_norm(torch.from_numpy(as_float32(block)), dim=-1).numpy()
     return np.all(np.abs(norms - 1.0) <= NORM_TOLERANCE, axis=-1)
 
 
@@ -307,7 +304,7 @@ class CacheWriter:
         rows, emb, norms = rows[order], emb[order], norms[order]
         if np.any(rows[1:] == rows[:-1]):
             raise ValueError(f"row {int(rows[np.argmax(rows[1:] == rows[:-1])])} appears twice in one write")
-        data = emb.astype(self.dtype)
+        data = torch.from_numpy(emb).to(getattr(torch, self.dtype)).numpy()
         blocks = list(row_blocks(rows, self.chunk_rows))
         for start, stop, at in blocks:
             self._emb[start:stop] = data[at:at + stop - start]
@@ -317,6 +314,11 @@ class CacheWriter:
             self._done_ds[start:stop] = True
         file.flush()
         self._done[rows] = True
+
+    def view_rows(self, view: int = 0) -> ViewRows:
+        """One view of the work file as a `cache.rows.RowSource` (rows not done read as zeros or torn values)."""
+        self._require_open()
+        return ViewRows(self._emb, view, self.chunk_rows)
 
     def read_view(self, view: int = 0) -> np.ndarray:
         """[N, D] float32 embeddings of one view (0: as stored, 1: flipped); rows not done are zeros."""
@@ -367,8 +369,15 @@ class CacheWriter:
                 or identity_offsets[-1] != len(identity_rows) or np.any(np.diff(identity_offsets) < 0)):
             raise ValueError("identity_offsets must rise from 0 to len(identity_rows)")
         self.close()
+        copy = has_room_for_copy(self.partial)
+        if not copy:
+            log.warning("%s: no room on the disk for a copy of the work file (%.1f GB); finalising it in place, so "
+                        "an interruption now would cost the extraction", self.path, self.partial.stat().st_size / 1e9)
         with atomic_path(self.path) as tmp:
-            shutil.copyfile(self.partial, tmp)
+            if copy:
+                shutil.copyfile(self.partial, tmp)
+            else:
+                os.replace(self.partial, tmp)
             with h5py.File(tmp, "r+") as f:
                 f.create_dataset(layout.IDENTITY_ROWS, data=identity_rows, track_times=False)
                 f.create_dataset(layout.IDENTITY_OFFSETS, data=identity_offsets, track_times=False)

@@ -13,7 +13,7 @@ DATA_FORMATS = ("synthetic", "folder", "rec", "list")
 INPUT_LAYOUTS = ("NCHW", "NHWC")
 COLOR_ORDERS = ("RGB", "BGR")
 CACHE_DTYPES = ("float16", "float32")
-INDEX_KINDS = ("flat", "ivf")
+INDEX_KINDS = ("auto", "flat", "ivf", "ivfpq")
 IN_RAM_MODES = ("auto", "always", "never")
 MARGIN_HEADS = ("arcface", "cosface")
 KL_DIRECTIONS = ("teacher_student", "student_teacher")
@@ -28,6 +28,9 @@ PAIR_SOURCES = ("both", "batch", "bank")
 SDC_DISTRIBUTIONS = ("pooled", "per_identity")
 # which same-identity rows fill an anchor's group: its most similar teacher positives, its least similar, or any
 POSITIVE_POLICIES = ("nearest", "farthest", "random")
+# the feature bank's storage dtype, and where it lives: the training device, or (pinned) host memory
+BANK_DTYPES = ("float32", "float16", "bfloat16")
+BANK_PLACES = ("device", "host")
 
 # config key -> its allowed values (checked by `config.loader.validate`)
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -43,6 +46,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "icd.kl_direction": KL_DIRECTIONS,
     "icd.pairs": PAIR_SOURCES,
     "icd.distribution": SDC_DISTRIBUTIONS,
+    "icd.bank_dtype": BANK_DTYPES,
+    "icd.bank_place": BANK_PLACES,
     "train.positive_policy": POSITIVE_POLICIES,
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
@@ -102,6 +107,7 @@ RANGES: dict[str, Range] = {
     "teacher.embedding_size": AT_LEAST_ONE, "teacher.input_size": NON_NEGATIVE, "teacher.batch_size": AT_LEAST_ONE,
     "student.embedding_size": AT_LEAST_ONE, "student.dropout": FRACTION,
     "cache.positives_k": AT_LEAST_ONE, "cache.ivf_nlist": NON_NEGATIVE, "cache.ivf_nprobe": AT_LEAST_ONE,
+    "cache.pq_m": AT_LEAST_ONE,
     "cache.ram_limit_gb": NON_NEGATIVE, "cache.chunk_rows": AT_LEAST_ONE,
     "loss.scale": POSITIVE, "loss.margin": NON_NEGATIVE, "loss.margin_weight": NON_NEGATIVE,
     "loss.fcd_weight": NON_NEGATIVE,

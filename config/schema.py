@@ -64,9 +64,10 @@ class CacheConfig:
     path: str = ""  # "": <run.dir>/cache/teacher.h5
     dtype: str = "float16"  # float16 | float32
     positives_k: int = 8
-    index: str = "flat"  # flat | ivf
-    ivf_nlist: int = 0  # 0: about 4 * sqrt(N)
+    index: str = "auto"  # auto (flat up to 1M rows at D = 512, else ivfpq) | flat | ivf | ivfpq
+    ivf_nlist: int = 0  # 0: about 4 * sqrt(N) (ivfpq: at most 1024)
     ivf_nprobe: int = 16
+    pq_m: int = 64  # ivfpq: bytes per row (sub-quantizers); must divide the embedding size
     in_ram: str = "auto"  # auto | always | never
     ram_limit_gb: float = 8.0
     chunk_rows: int = 1024
@@ -93,6 +94,8 @@ class IcdConfig:
     pairs: str = "bank"  # bank (the feature bank only) | batch (the batch's identity groups) | both
     bank_size: int = 8
     max_age: int = 1000
+    bank_dtype: str = "float32"  # float32 | float16 | bfloat16: storage of the bank's embeddings
+    bank_place: str = "device"  # device (the training device) | host (pinned CPU memory, gathered per step)
     grid_step: float = 0.01
     sigma: float = 0.1
     kl_eps: float = 1e-10

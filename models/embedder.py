@@ -124,9 +124,14 @@ class Embedder(abc.ABC):
         return embedding_matrix(out.detach(), batch.shape[0], self.source).float().cpu()
 
     def embed_views(self, images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Raw embeddings of the images and of their horizontal flips: uint8 [B, H, W, 3] -> [B, 2, D] float32."""
+        """Raw embeddings of the images and of their horizontal flips: uint8 [B, H, W, 3] -> [B, 2, D] float32.
+
+        One forward pass over the 2B images (the batch, then its flips), as a GPU runs best; the model
+        is in eval mode, so each image's embedding does not depend on the others in the batch.
+        """
         batch = as_image_batch(images)
-        return torch.stack([self.embed(batch), self.embed(hflip(batch))], dim=1)
+        out = self.embed(torch.cat([batch, hflip(batch)]))
+        return torch.stack([out[:len(batch)], out[len(batch):]], dim=1)
 
     def embed_fused(self, images: np.ndarray, batch_size: int) -> np.ndarray:
         """The verification embedding `flip_fuse` of every image, in batches: uint8 [n, H, W, 3] -> [n, D]."""

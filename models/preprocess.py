@@ -38,9 +38,13 @@ def normalize_pixels(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[
     pixels: float [B, 3, H, W] in 0..255 on any device; mean, std: 3 values in units of pixel/255.
     Returns float32 [B, 3, H, W] on the same device.
     """
-    m = torch.tensor(mean, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=pixels.device).view(1, 3, 1, 1)
-    return (pixels.float() / 255.0 - m) / s
+    m = torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
+    scale = (1.0 / (255.0 * s)).to(pixels.device, torch.float32)
+    shift = (-m / s).to(pixels.device, torch.float32)
+    # one fused pass, shift + pixel * scale (equal to the formula up to float32 rounding): the three
+    # passes of (x / 255 - m) / s over a strided batch took 27 ms per 128 images, 10% of extract's time
+    return torch.addcmul(shift, pixels.float(), scale)
 
 
 def student_input(images: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from cache import (
     quality_report,
     save_index,
 )
+from cache.rows import SubsetRows
 from checkpoints import seed_everything
 from common.atomic import atomic_write_text, remove_stale_temporaries
 from common.errors import ConfigError, PipelineError
@@ -155,7 +156,7 @@ def finalize(writer: CacheWriter, dataset: Any, cfg: PipelineConfig) -> np.ndarr
     if not done.any():
         raise PipelineError(f"no image of '{cfg.data.root or cfg.data.format}' could be read")
     masked_labels = np.where(done, dataset.labels, -1)
-    positives, sims = build_positives(writer.read_view(0), masked_labels, cfg.cache.positives_k)
+    positives, sims = build_positives(writer.view_rows(0), masked_labels, cfg.cache.positives_k)
     rows_csr, offsets = identity_csr(masked_labels, dataset.num_classes)
     writer.finalize(positives=positives, positive_sims=sims, identity_rows=rows_csr, identity_offsets=offsets)
     return done
@@ -178,16 +179,15 @@ def _index_and_report(cfg: PipelineConfig, cache_file: Path, idx_file: Path, rep
     The cache was just written or fully checked by the caller, so it is opened without a new check.
     """
     with TeacherCache(cache_file, in_ram="never", verify="none") as cache:
-        emb0 = cache.read_view(0)
         done = np.asarray(cache.done, dtype=bool)
-        labels = np.asarray(cache.labels)
-        keys = list(cache.keys)
-    valid = np.flatnonzero(done)
-    index = build_index(emb0[valid], kind=cfg.cache.index, nlist=cfg.cache.ivf_nlist,
-                        nprobe=cfg.cache.ivf_nprobe, ids=valid)
-    save_index(index, idx_file)
-    report = quality_report(emb0[valid], labels[valid], [keys[r] for r in valid],
-                            skipped_keys=[keys[r] for r in np.flatnonzero(~done)])
+        labels = np.where(done, cache.labels, -1)
+        keys = cache.keys
+        view = cache.view_rows(0)
+        valid = np.flatnonzero(done)
+        index = build_index(view if len(valid) == len(done) else SubsetRows(view, valid), kind=cfg.cache.index,
+                            nlist=cfg.cache.ivf_nlist, nprobe=cfg.cache.ivf_nprobe, ids=valid, pq_m=cfg.cache.pq_m)
+        save_index(index, idx_file)
+        report = quality_report(view, labels, keys, skipped_keys=[keys[r] for r in np.flatnonzero(~done)])
     atomic_write_text(report_file, json.dumps(report, indent=1, default=float) + "\n")
 
 

@@ -58,7 +58,7 @@ def compute_centres(provider: TargetProvider, rows: np.ndarray, labels: np.ndarr
         if len(seg):
             views = [provider.lookup(seg, np.full(len(seg), f, dtype=np.uint8)) for f in (0, 1)]
             seg_labels = torch.from_numpy(np.tile(sorted_labels[starts[first]:starts[last]] - first, 2))
-            out[first:last] = teacher_class_centres(torch.cat(views), seg_labels, last - first).float().numpy()
+            out[first:last] = teacher_class_centres(torch.cat(views).float(), seg_labels, last - first).numpy()
         first = last
     return out
 

@@ -17,8 +17,10 @@ from config.choices import METHODS
 
 # Sections whose change makes a checkpoint a different experiment (refused on resume).
 RESUME_SECTIONS = ("data", "student", "loss", "icd", "rkd", "ekd", "adadistill", "margindistillation", "cache")
-# Keys of those sections that change how a run executes, not what it computes.
-EXECUTION_KEYS = ("data.workers",)
+# Keys of those sections that change how a run executes, not what it computes (the FAISS index is not
+# read by training; where the cache and the bank live changes no number).
+EXECUTION_KEYS = ("data.workers", "cache.index", "cache.ivf_nlist", "cache.ivf_nprobe", "cache.pq_m", "cache.in_ram",
+                  "cache.ram_limit_gb", "icd.bank_place")
 # Sections read only by the run of the `loss.method` of the same name.
 METHOD_SECTIONS = tuple(s for s in RESUME_SECTIONS if s in METHODS)
 # The [train] keys that decide which rows a batch holds (the rest of [train] is budget and optimiser).
@@ -31,7 +33,7 @@ def experiment_sections(cfg: PipelineConfig, method: str) -> dict[str, dict[str,
     out = {s: dict(d[s]) for s in RESUME_SECTIONS if s not in METHOD_SECTIONS or s == method}
     for key in EXECUTION_KEYS:
         section, name = key.split(".")
-        out[section].pop(name, None)
+        out.get(section, {}).pop(name, None)
     out["train"] = {k: d["train"][k] for k in BATCH_KEYS}
     return out
 

@@ -2,8 +2,14 @@
 
 Each hook sees the run at its start, after every step and at its end: the NaN guard, per-step
 metrics (`metrics.csv`, the log line with throughput and ETA, TensorBoard when installed), periodic
-verification on `eval.pairs`, and checkpoints. They run in that order after each step, so a
-non-finite loss stops the run before anything is logged or saved for that step.
+verification on `eval.pairs`, and checkpoints. They run in that order after each step.
+
+No hook waits for the device on an ordinary step: the NaN guard and the metrics keep each step's
+numbers as device tensors and read them back together at a sync step (`sync_step`: every
+`train.log_every` steps, every checkpoint or verification step, and the last), one transfer for the
+whole window. So a non-finite loss stops the run at the first sync step after it, naming the step
+it happened at, before that window's metrics are written or anything is saved (a checkpoint also
+refuses non-finite weights on its own).
 """
 from __future__ import annotations
 
@@ -44,14 +50,34 @@ class Hook:
         """After the last step (also when the run was already finished)."""
 
 
+def sync_step(run: Run) -> bool:
+    """Whether hooks read the device's numbers back after `run.step`: logging, checkpoint, verification or last step."""
+    train = run.cfg.train
+    return (run.step % train.log_every == 0 or run.step % train.checkpoint_every == 0 or run.step >= run.total
+            or bool(train.eval_every and run.step % train.eval_every == 0))
+
+
 class NanGuard(Hook):
-    """Stops the run with exit status 1 at the first non-finite loss, naming the terms and the last good checkpoint."""
+    """Exit status 1 at the first sync step after a non-finite loss, naming its step, its terms and the last
+    good checkpoint."""
+
+    def __init__(self) -> None:
+        self.window: list[tuple[int, torch.Tensor]] = []
+        self.names: list[str] = []
 
     def after_step(self, run: Run, out: StepOutput) -> None:
-        if bool(torch.isfinite(out.loss)):
+        self.names = list(out.terms)
+        self.window.append((run.step, torch.stack([out.loss, *out.terms.values()]).detach().float()))
+        if not sync_step(run):
             return
-        bad = [k for k, v in out.terms.items() if not bool(torch.isfinite(v))] or ["loss"]
-        raise PipelineError(f"non-finite loss at step {run.step}: term(s) {', '.join(bad)}; "
+        steps = [s for s, _ in self.window]
+        finite = torch.isfinite(torch.stack([v for _, v in self.window])).cpu().numpy()
+        self.window = []
+        if finite.all():
+            return
+        first = int(np.argmin(finite.all(axis=1)))
+        bad = [k for k, ok in zip(self.names, finite[first, 1:], strict=True) if not ok] or ["loss"]
+        raise PipelineError(f"non-finite loss at step {steps[first]}: term(s) {', '.join(bad)}; "
                             f"last good checkpoint: {run.last_checkpoint or 'none'}")
 
 
@@ -82,8 +108,8 @@ class MetricsCSV:
                 kept.append(row)
         return kept
 
-    def append(self, row: dict[str, float]) -> None:
-        self.writer.writerow(row)
+    def append(self, rows: list[dict[str, float]]) -> None:
+        self.writer.writerows(rows)
         self.fh.flush()
 
     def close(self) -> None:
@@ -103,7 +129,8 @@ class MetricsLogger(Hook):
     """One `metrics.csv` row per step (columns: step, loss, the method's terms as `run.weights` names them, lr,
     throughput and distill's batch statistics); every `train.log_every` steps a log line and TensorBoard scalars.
 
-    The step's tensors become Python numbers here, in one transfer.
+    The steps' tensors are kept until the next sync step (`sync_step`) and become Python numbers there, in
+    one transfer for the window; its rows are then written.
     """
 
     def __init__(self) -> None:
@@ -111,6 +138,7 @@ class MetricsLogger(Hook):
         self.tb: Any = None
         self.window_t = 0.0
         self.window_n = 0
+        self.pending: list[tuple[int, float, list[str], torch.Tensor]] = []
 
     def on_start(self, run: Run) -> None:
         columns = ["step", "loss", *run.weights, "lr", "images_per_s", "ts_cos", "intra_teacher", "intra_student"]
@@ -122,13 +150,21 @@ class MetricsLogger(Hook):
     def after_step(self, run: Run, out: StepOutput) -> None:
         assert self.csv is not None
         names = ["loss", *out.terms, *out.stats]
-        values = torch.stack([out.loss, *out.terms.values(), *out.stats.values()]).float().tolist()
-        row: dict[str, float] = {"step": run.step, **dict(zip(names, values, strict=True)),
-                                 "lr": float(run.scheduler.get_last_lr()[0])}
+        values = torch.stack([out.loss, *out.terms.values(), *out.stats.values()]).detach().float()
+        self.pending.append((run.step, float(run.scheduler.get_last_lr()[0]), names, values))
         self.window_n += out.images
+        if not sync_step(run):
+            return
+        flat = torch.cat([v for *_, v in self.pending]).cpu().tolist()
+        rows: list[dict[str, float]] = []
+        at = 0
+        for step, lr, names, values in self.pending:
+            rows.append({"step": step, **dict(zip(names, flat[at:at + len(values)], strict=True)), "lr": lr})
+            at += len(values)
+        self.pending = []
         if run.step % run.cfg.train.log_every == 0 or run.step == run.total:
-            self._log(run, row, list(out.terms))
-        self.csv.append(row)
+            self._log(run, rows[-1], list(out.terms))
+        self.csv.append(rows)
 
     def _log(self, run: Run, row: dict[str, float], terms: list[str]) -> None:
         now = time.perf_counter()

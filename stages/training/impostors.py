@@ -31,9 +31,11 @@ def impostor_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tenso
     """Every in-batch pair (i < j) of different identities.
 
     emb: [B, D_s] unit student embeddings; targets: [B, D_t] unit teacher targets of the same images;
-    labels, rows: [B] int64 identity and dataset row. Cosine similarities in [-1, 1].
+    labels, rows: [B] int64 identity and dataset row, on the host (the pairs are found there, without
+    waiting for the device). Cosine similarities in [-1, 1].
     """
     other = labels[:, None] != labels[None, :]
     i, j = torch.nonzero(torch.triu(other, diagonal=1), as_tuple=True)
-    return ImpostorPairs((emb[i] * emb[j]).sum(-1), (targets[i] * targets[j]).sum(-1),
-                         distinct_pair_weights(rows[i], rows[j]))
+    di, dj = i.to(emb.device, non_blocking=True), j.to(emb.device, non_blocking=True)
+    return ImpostorPairs((emb[di] * emb[dj]).sum(-1), (targets[di] * targets[dj]).sum(-1),
+                         distinct_pair_weights(rows[i], rows[j]).to(emb.device, non_blocking=True))

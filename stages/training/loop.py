@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -28,7 +27,7 @@ def epoch_loader(run: Run) -> DataLoader[dict[str, torch.Tensor]]:
     """The batches of `run.epoch` from `run.position` on, decoded in `data.workers` worker processes."""
     cfg = run.cfg
     rows = run.inputs.rows
-    plan = EpochPlan([rows[np.asarray(b, dtype=np.int64)] for b in run.sampler.epoch_plan(run.epoch)],
+    plan = EpochPlan([rows[b] for b in run.sampler.epoch_plan(run.epoch)],
                      cfg.run.seed, run.epoch, run.position)
     generator = torch.Generator()
     generator.manual_seed(cfg.run.seed * 1000003 + run.epoch)

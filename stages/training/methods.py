@@ -89,6 +89,16 @@ class StepInputs:
     projected: torch.Tensor | None = None  # [B, D_t] unit student embeddings in teacher space (distill)
     _pairs: PositivePairs | None = field(default=None, repr=False)
 
+    @property
+    def host_labels(self) -> torch.Tensor:
+        """[B] labels on the host, as loaded (what host-side pair finding reads, never waiting for the device)."""
+        return self.batch["labels"] if "labels" in self.batch else self.labels.cpu()
+
+    @property
+    def host_rows(self) -> torch.Tensor:
+        """[B] dataset rows on the host, as loaded."""
+        return self.batch["rows"] if "rows" in self.batch else self.rows.cpu()
+
     def teacher(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(targets, projected student), both [B, D_t]; only for distill."""
         assert self.targets is not None and self.projected is not None, "teacher targets exist in distill only"
@@ -100,7 +110,7 @@ class StepInputs:
             run = self.run
             assert run.inputs.provider is not None
             sources = run.cfg.icd.pairs if run.bank is not None else "batch"
-            self._pairs = positive_pairs(self.emb, self.teacher()[0], self.labels, self.rows, run.bank,
+            self._pairs = positive_pairs(self.emb, self.teacher()[0], self.host_labels, self.host_rows, run.bank,
                                          run.inputs.provider, run.step, sources=sources)
         return self._pairs
 
@@ -144,7 +154,7 @@ def icd_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:
         terms["sdc"] = similarity_distribution_consistency(pairs.student, pairs.teacher, run.grid, icd.sigma,
                                                            icd.kl_eps, icd.kl_direction, pairs.weights)
     if "impostor_sdc" in run.weights:
-        neg = impostor_pairs(x.emb, targets, x.labels, x.rows)
+        neg = impostor_pairs(x.emb, targets, x.host_labels, x.host_rows)
         terms["impostor_sdc"] = similarity_distribution_consistency(
             neg.student, neg.teacher, run.grid, icd.sigma, icd.kl_eps, direction=icd.kl_direction,
             weights=neg.weights) if started else x.emb.sum() * 0.0
@@ -163,7 +173,7 @@ def ekd_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:
     cfg = run.cfg.ekd
     targets, _ = x.teacher()
     state = run.method_state
-    if bool((x.labels[:, None] != x.labels[None, :]).any()):  # thresholds need negative pairs
+    if bool((x.host_labels[:, None] != x.host_labels[None, :]).any()):  # thresholds need negative pairs
         batch_s, batch_t = ekd_thresholds(x.emb, targets, x.labels, cfg.fprs)
         state["ekd_student_thresholds"] = ema_thresholds(state["ekd_student_thresholds"], batch_s, cfg.momentum)
         state["ekd_teacher_thresholds"] = ema_thresholds(state["ekd_teacher_thresholds"], batch_t, cfg.momentum)

@@ -43,26 +43,35 @@ class PairSide:
 
 
 def in_batch_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> PairSide:
-    """Every in-batch pair (i < j) of the same identity and different rows."""
+    """Every in-batch pair (i < j) of the same identity and different rows.
+
+    emb, targets: [B, D] on the training device; labels, rows: [B] on the host (the batch as loaded), so
+    the pairs are found without waiting for the device. The returned rows and labels stay on the host.
+    """
     same = (labels[:, None] == labels[None, :]) & (rows[:, None] != rows[None, :])
     i, j = torch.nonzero(torch.triu(same, diagonal=1), as_tuple=True)
-    return PairSide((emb[i] * emb[j]).sum(-1), (targets[i] * targets[j]).sum(-1), rows[i], rows[j], labels[i])
+    di, dj = i.to(emb.device, non_blocking=True), j.to(emb.device, non_blocking=True)
+    return PairSide((emb[di] * emb[dj]).sum(-1), (targets[di] * targets[dj]).sum(-1), rows[i], rows[j], labels[i])
 
 
 def bank_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor,
                bank: FeatureBank, provider: TargetProvider, step: int) -> PairSide:
-    """Each anchor with its identity's valid bank slots: student <e_i, bank>, teacher from the cache."""
+    """Each anchor with its identity's valid bank slots: student <e_i, bank>, teacher from the cache.
+
+    labels, rows: [B] host tensors; the bank's slot table lives on the host too, so the valid slots and
+    their teacher targets are found there and only indices and targets travel to the device.
+    """
     bank_emb, bank_rows, bank_flips, valid = bank.gather(labels, rows, step)
     if not bool(valid.any()):
         empty = emb.new_zeros(0)
         none = rows.new_zeros(0)
         return PairSide(empty, empty, none, none, labels.new_zeros(0))
     anchor, slot = torch.nonzero(valid, as_tuple=True)
-    student = (emb[anchor] * bank_emb[anchor, slot].to(emb.dtype)).sum(-1)
-    teacher_bank = provider.lookup(bank_rows[anchor, slot].cpu().numpy(),
-                                   bank_flips[anchor, slot].cpu().numpy().astype(np.uint8))
-    teacher = (targets[anchor] * teacher_bank.to(targets.device, targets.dtype)).sum(-1)
-    return PairSide(student, teacher, rows[anchor], bank_rows[anchor, slot].to(rows.device), labels[anchor])
+    da, ds = anchor.to(emb.device, non_blocking=True), slot.to(emb.device, non_blocking=True)
+    student = (emb[da] * bank_emb[da, ds].to(emb.dtype)).sum(-1)
+    teacher_bank = provider.lookup(bank_rows[anchor, slot].numpy(), bank_flips[anchor, slot].numpy().astype(np.uint8))
+    teacher = (targets[da] * teacher_bank.to(targets.device, targets.dtype, non_blocking=True)).sum(-1)
+    return PairSide(student, teacher, rows[anchor], bank_rows[anchor, slot], labels[anchor])
 
 
 def distinct_pair_weights(rows_a: torch.Tensor, rows_b: torch.Tensor) -> torch.Tensor:
@@ -85,8 +94,9 @@ def positive_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tenso
                    sources: str = "both") -> PositivePairs:
     """The step's positive pairs from `sources` (`icd.pairs`: "both", "batch" or "bank"), each image pair weighted once.
 
-    emb: [B, D_s] unit student embeddings; targets: [B, D_t] unit teacher targets; labels, rows: [B].
-    In-batch pairs come first, then the bank's (anchor-major).
+    emb: [B, D_s] unit student embeddings; targets: [B, D_t] unit teacher targets (on the device);
+    labels, rows: [B] on the host. In-batch pairs come first, then the bank's (anchor-major). The pair
+    weights are computed on the host from the rows; what is returned is on the device of `emb`.
     """
     check_choice(sources, PAIR_SOURCES, "icd.pairs")
     parts: list[PairSide] = []
@@ -96,7 +106,10 @@ def positive_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tenso
     if sources in ("both", "bank") and bank is not None:
         parts.append(bank_pairs(emb, targets, labels, rows, bank, provider, step))
     if not parts:
-        return PositivePairs(emb.new_zeros(0), emb.new_zeros(0), emb.new_zeros(0), 0, labels.new_zeros(0))
+        return PositivePairs(emb.new_zeros(0), emb.new_zeros(0), emb.new_zeros(0), 0,
+                             labels.new_zeros(0).to(emb.device))
     rows_a, rows_b = torch.cat([p.rows_a for p in parts]), torch.cat([p.rows_b for p in parts])
+    weights = distinct_pair_weights(rows_a, rows_b).to(emb.device, non_blocking=True)
+    pair_labels = torch.cat([p.labels for p in parts]).to(emb.device, non_blocking=True)
     return PositivePairs(torch.cat([p.student for p in parts]), torch.cat([p.teacher for p in parts]),
-                         distinct_pair_weights(rows_a, rows_b), n_in, torch.cat([p.labels for p in parts]))
+                         weights, n_in, pair_labels)

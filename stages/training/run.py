@@ -28,7 +28,7 @@ from config import PipelineConfig, config_hash, to_dict
 from losses import MarginHead, similarity_grid
 from models import build_student
 from models.device import resolve_device
-from stages.training.bank import FeatureBank
+from stages.training.bank import STORAGE_DTYPES, FeatureBank
 from stages.training.centres import teacher_centres
 from stages.training.experiment import changed_sections
 from stages.training.methods import MARGIN_HEAD_METHODS, initial_method_state, method_weights, step_method
@@ -223,7 +223,8 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
         check_pair_sources(cfg, p)
     bank = None
     if sdc and cfg.icd.pairs != "batch":
-        bank = FeatureBank(num_classes, cfg.icd.bank_size, cfg.student.embedding_size, cfg.icd.max_age, device=device)
+        bank = FeatureBank(num_classes, cfg.icd.bank_size, cfg.student.embedding_size, cfg.icd.max_age, device=device,
+                           dtype=STORAGE_DTYPES[cfg.icd.bank_dtype], place=cfg.icd.bank_place)
     opt, sched = build_optimizer(cfg, [q for mod in modules.values() for q in mod.parameters()], total)
     amp = amp_mode(cfg.train.amp, device)
     run = Run(

@@ -28,7 +28,8 @@ random rows (`drop_last=True`) or left short. Their positive pairs come from the
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -43,8 +44,54 @@ def _as_numpy(values: Any, dtype: type) -> np.ndarray:
     return np.asarray(values, dtype=dtype)
 
 
+class BatchPlan:
+    """An epoch's batches as numpy arrays: batch i is `rows[offsets[i]:offsets[i + 1]]` (int64 views).
+
+    One flat array instead of Python lists: 8 bytes a row (MS1MV2's 5.8M rows: 46 MB, not ~400 MB of
+    Python integers and lists).
+    """
+
+    def __init__(self, rows: np.ndarray, offsets: np.ndarray) -> None:
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    @classmethod
+    def from_batches(cls, batches: list[list[int]] | list[np.ndarray]) -> BatchPlan:
+        sizes = np.array([len(b) for b in batches], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        rows = np.concatenate([np.asarray(b, dtype=np.int64) for b in batches]) if batches else np.zeros(0, np.int64)
+        return cls(rows, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(len(self))[i]]
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"batch {i} of a plan of {len(self)}")
+        i %= len(self)
+        return self.rows[self.offsets[i]:self.offsets[i + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, BatchPlan) and np.array_equal(self.rows, other.rows)
+                and np.array_equal(self.offsets, other.offsets))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class IdentityBatchSampler:
-    """Plans the batches of an epoch as lists of row indices (`epoch_plan`), a pure function of (seed, epoch).
+    """Plans the batches of an epoch (`epoch_plan`, a `BatchPlan`), a pure function of (seed, epoch).
 
     The training loop resumes by asking for the plan of the checkpoint's epoch and skipping the
     batches already done, so the sampler itself holds no position.
@@ -82,7 +129,7 @@ class IdentityBatchSampler:
         counts = np.diff(self._offsets)
         self.num_groups = int(np.sum((counts + self.m - 1) // self.m)) if self.p else 0
         self._plan_epoch: int | None = None
-        self._plan: list[list[int]] = []
+        self._plan = BatchPlan(np.zeros(0, np.int64), np.zeros(1, np.int64))
 
     def _check_sizes(self) -> None:
         if self.m < 2:
@@ -141,14 +188,14 @@ class IdentityBatchSampler:
             return math.ceil(self.labels.size / self.batch_size)
         return math.ceil(self.num_groups / self.p)
 
-    def epoch_plan(self, epoch: int) -> list[list[int]]:
+    def epoch_plan(self, epoch: int) -> BatchPlan:
         """All batches of `epoch` (cached for the last epoch asked)."""
         if self._plan_epoch != epoch:
             self._plan = self._build_plan(epoch)
             self._plan_epoch = epoch
         return self._plan
 
-    def _build_plan(self, epoch: int) -> list[list[int]]:
+    def _build_plan(self, epoch: int) -> BatchPlan:
         rng = np.random.default_rng([self.seed, epoch])
         if self.p == 0:
             return self._random_plan(rng)
@@ -168,16 +215,20 @@ class IdentityBatchSampler:
         for batch in batches:
             rows = [row for g in batch for row in groups[g]]
             plan.append(rows + self._random_rows(rows, rng, self.n_random))
-        return plan
+        return BatchPlan.from_batches(plan)
 
-    def _random_plan(self, rng: np.random.Generator) -> list[list[int]]:
+    def _random_plan(self, rng: np.random.Generator) -> BatchPlan:
         """Random batches: a permutation of all rows, `batch_size` to a batch (see the module docstring)."""
-        order = rng.permutation(self.labels.size).tolist()
-        plan = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        last = plan[-1]
-        if len(last) < self.batch_size and self.drop_last:
-            last += self._random_rows(last, rng, self.batch_size - len(last))
-        return plan
+        n = self.labels.size
+        order = rng.permutation(n)
+        offsets = np.arange(0, n + self.batch_size, self.batch_size).clip(max=n)
+        offsets = offsets[np.concatenate([[True], np.diff(offsets) > 0])]
+        short = int(offsets[-1] - offsets[-2])
+        if short < self.batch_size and self.drop_last:
+            last = order[offsets[-2]:].tolist()
+            order = np.concatenate([order, self._random_rows(last, rng, self.batch_size - short)])
+            offsets[-1] = len(order)
+        return BatchPlan(order, offsets)
 
     def _identity_groups(self, rows_c: list[int]) -> list[list[int]]:
         """Groups of M rows of one identity from its shuffled rows (see the module docstring)."""

@@ -65,6 +65,6 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> StepOutput:
     loss = weighted_sum(terms, run.weights)
     optimizer_step(run, loss)
     if run.bank is not None:
-        run.bank.update(labels, rows, batch["flips"].to(run.device), x.emb.detach(), run.step)
+        run.bank.update(batch["labels"], batch["rows"], batch["flips"], x.emb.detach(), run.step)
     advance(run, len(labels))
     return StepOutput(loss.detach(), {k: v.detach() for k, v in terms.items()}, stats, len(labels))

@@ -19,7 +19,7 @@ class TargetProvider(Protocol):
         """[B, D_t] float32 targets for the batch's rows and flip bits."""
 
     def lookup(self, rows: np.ndarray, flips: np.ndarray) -> torch.Tensor:
-        """[n, D_t] float32 targets for feature-bank entries."""
+        """[n, D_t] targets for feature-bank entries, float32 or the cache's float16 (the caller converts them)."""
 
 
 class CacheTargets:
@@ -33,4 +33,5 @@ class CacheTargets:
         return batch["targets"]
 
     def lookup(self, rows: np.ndarray, flips: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.cache.targets(rows, flips))
+        """In the stored dtype: the caller converts them on the training device, not here on the host."""
+        return torch.from_numpy(self.cache.targets(rows, flips, stored=True))

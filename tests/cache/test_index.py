@@ -50,3 +50,24 @@ def test_a_changed_index_file_is_refused_naming_it(tmp_path: Path) -> None:
     index_checksum_path(target).unlink()
     with pytest.raises(ConfigError, match=r"teacher\.faiss\.sha256"):
         load_index(target)
+
+
+def test_ivfpq_and_auto_kinds_with_recall_against_exact_search() -> None:
+    from cache.index import index_recall, resolve_kind
+    from cache.rows import ArrayRows
+
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((50, 32))
+    emb = (centres[rng.integers(0, 50, 3000)] + 0.3 * rng.standard_normal((3000, 32))).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ids = np.arange(3000) + 100
+    queries = np.arange(0, 3000, 97)
+    flat = build_index(ArrayRows(emb), kind="flat", ids=ids, block_rows=512)
+    assert index_recall(flat, emb, queries, k=10, ids=ids, block_rows=700) == 1.0
+    pq = build_index(emb, kind="ivfpq", nlist=16, nprobe=16, pq_m=8, ids=ids, block_rows=512)
+    assert pq.ntotal == 3000 and pq.nlist == 16 and pq.pq.M == 8
+    recall = index_recall(pq, emb, queries, k=10, ids=ids)
+    assert 0.3 < recall < 1.0  # compressed: approximate, but far above chance (10 / 3000)
+    assert resolve_kind("auto", 1000, 512) == "flat" and resolve_kind("auto", 2_000_000, 512) == "ivfpq"
+    with pytest.raises(ConfigError, match="cache.pq_m"):
+        build_index(emb, kind="ivfpq", pq_m=5)

@@ -79,3 +79,17 @@ def test_degenerate_inputs() -> None:
     assert np.all(pos == -1)
     with pytest.raises(ValueError, match="row 1"):
         build_positives(np.where(np.arange(4)[:, None] == 1, np.nan, emb), np.zeros(4, dtype=int), 2)
+
+
+@pytest.mark.parametrize("block_rows", [1, 9, 1 << 16])
+def test_positives_read_identity_blocks_from_a_file_view_equal_the_array(block_rows: int) -> None:
+    from cache.rows import ViewRows
+
+    rng = np.random.default_rng(5)
+    labels = rng.permutation(np.repeat(np.arange(9), [1, 2, 3, 4, 5, 6, 7, 8, 9]))
+    labels[4] = -1
+    views = np.stack([unit_rows(rng, len(labels), 16), unit_rows(rng, len(labels), 16)], axis=1).astype(np.float16)
+    want_pos, want_sims = build_positives(views[:, 1].astype(np.float32), labels, 4)
+    pos, sims = build_positives(ViewRows(views, view=1, chunk_rows=4), labels, 4, block_rows=block_rows)
+    np.testing.assert_array_equal(pos, want_pos)
+    np.testing.assert_array_equal(sims, want_sims)

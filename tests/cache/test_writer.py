@@ -308,3 +308,18 @@ def test_a_format_2_work_file_resumes_and_is_finished_as_the_current_format(tmp_
     finish(writer, data)
     cache = TeacherCache(path, verify="full")
     assert cache.attrs["format_version"] == layout.FORMAT_VERSION == 3 and cache.attrs["checksum_rows"] == 8
+
+
+def test_finalize_in_place_when_the_disk_has_no_room_for_a_copy(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import cache.writer as writer_module
+
+    data = make_data()
+    copied = build_cache(tmp_path / "copied" / "teacher.h5", data)
+    monkeypatch.setattr(writer_module, "has_room_for_copy", lambda path: False)
+    moved = build_cache(tmp_path / "moved" / "teacher.h5", data)
+    assert not partial_path(moved).exists()
+    assert sorted(p.name for p in moved.parent.iterdir()) == ["teacher.h5"]
+    assert_same_contents(copied, moved)
+    with TeacherCache(moved, verify="full") as cache:
+        assert cache.rows_done == len(data["labels"])

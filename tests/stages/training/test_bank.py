@@ -150,3 +150,27 @@ def test_bad_sizes_are_config_errors() -> None:
         FeatureBank(num_classes=2, slots=0, dim=4, max_age=1)
     with pytest.raises(ConfigError, match="icd.max_age"):
         FeatureBank(num_classes=2, slots=2, dim=4, max_age=-1)
+
+
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.float16, 1e-3), (torch.bfloat16, 8e-3)])
+def test_half_storage_and_host_place_match_float32(dtype: torch.dtype, atol: float) -> None:
+    torch.manual_seed(0)
+    banks = [FeatureBank(num_classes=6, slots=3, dim=16, max_age=5),
+             FeatureBank(num_classes=6, slots=3, dim=16, max_age=5, dtype=dtype, place="host")]
+    for step in range(4):
+        labels = torch.randint(0, 6, (8,))
+        rows = torch.randint(0, 40, (8,))
+        emb = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
+        for bank in banks:
+            bank.update(labels, rows, torch.zeros(8, dtype=torch.long), emb, step)
+    query = (torch.arange(6), torch.full((6,), -1), 4)
+    (e32, r32, f32, v32), (eh, rh, fh, vh) = (bank.gather(*query) for bank in banks)
+    assert eh.dtype == torch.float32 and eh.device == e32.device
+    assert torch.equal(r32, rh) and torch.equal(f32, fh) and torch.equal(v32, vh)
+    assert torch.allclose(eh, e32, atol=atol) and not torch.equal(eh, e32)
+    assert banks[1].memory_bytes() - 6 * 3 * 16 * 2 == banks[0].memory_bytes() - 6 * 3 * 16 * 4
+
+
+def test_unknown_place_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="icd.bank_place"):
+        FeatureBank(num_classes=2, slots=2, dim=4, max_age=1, place="gpu")

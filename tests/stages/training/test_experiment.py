@@ -12,6 +12,10 @@ def test_same_config_and_execution_keys_do_not_count() -> None:
     assert changed_sections(to_dict(cfg), cfg, "ckpt", "icd") == []
     assert changed_sections(to_dict(cfg), apply_overrides(cfg, ["data.workers=7", "train.steps=99"], "test"), "ckpt",
                             "icd") == []
+    old = apply_overrides(cfg, ['cache.index="flat"', 'cache.in_ram="never"', 'icd.bank_place="host"'], "test")
+    assert changed_sections(to_dict(old), cfg, "ckpt", "icd") == []  # the index kind and placements change no number
+    assert changed_sections(to_dict(cfg), apply_overrides(cfg, ['icd.bank_dtype="float16"'], "test"), "ckpt",
+                            "icd") == ["icd"]
 
 
 @pytest.mark.parametrize("change, section", [("loss.fcd_weight=3.0", "loss"), ("data.image_size=64", "data"),

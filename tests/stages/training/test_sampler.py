@@ -27,8 +27,8 @@ def _cluster_positives(labels: np.ndarray, cluster: int) -> np.ndarray:
     return pos
 
 
-def _groups(batch: list[int], sampler: IdentityBatchSampler) -> list[list[int]]:
-    body = batch[:sampler.p * sampler.m]
+def _groups(batch: np.ndarray, sampler: IdentityBatchSampler) -> list[list[int]]:
+    body = batch[:sampler.p * sampler.m].tolist()
     return [body[i:i + sampler.m] for i in range(0, len(body), sampler.m)]
 
 
@@ -161,3 +161,16 @@ def test_random_share_one_plans_random_batches() -> None:
     assert [len(b) for b in short.epoch_plan(0)] == [8, 8, 8, 1]
     tiny = IdentityBatchSampler(labels, None, batch_size=4, images_per_identity=4, random_share=1.0, seed=0)
     assert tiny.p == 0 and len(tiny) == 7  # no room for 2 groups is fine when there are none
+
+
+def test_epoch_plan_is_one_numpy_array_of_batches() -> None:
+    from stages.training.sampler import BatchPlan
+
+    sampler = IdentityBatchSampler(_labels([3] * 10), None, batch_size=8, images_per_identity=2, random_share=1.0)
+    plan = sampler.epoch_plan(0)
+    assert isinstance(plan, BatchPlan) and plan.rows.dtype == np.int64 and len(plan) == 4
+    assert [len(b) for b in plan] == [8, 8, 8, 8] and np.array_equal(plan[-1], plan[3])
+    assert np.shares_memory(plan[1], plan.rows)  # batches are views, not copies
+    assert plan == BatchPlan.from_batches([b.tolist() for b in plan]) and plan != sampler.epoch_plan(1)
+    with pytest.raises(IndexError):
+        plan[4]
