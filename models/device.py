@@ -19,3 +19,13 @@ def resolve_device(name: str | torch.device, key: str = "run.device") -> torch.d
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"config key '{key}': {name!r} requested but CUDA is not available")
     return device
+
+
+def to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A host tensor on `device` without waiting for it: through pinned memory, asynchronously, to a GPU.
+
+    (A copy from pageable host memory to a GPU first waits for the device's queue.) On the CPU, a plain `.to`.
+    """
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, dtype, non_blocking=True)
+    return tensor.to(device, dtype)

@@ -14,6 +14,7 @@ import torch
 
 from common.errors import ConfigError
 from config.choices import BANK_DTYPES, BANK_PLACES, check_choice
+from models.device import to_device
 
 _EMPTY = -1
 
@@ -133,8 +134,8 @@ class FeatureBank:
         if not len(src):
             return
         emb = emb.detach()
-        self.emb[cls.to(self.device, non_blocking=True), slot.to(self.device, non_blocking=True)] = \
-            emb[src.to(emb.device, non_blocking=True)].to(self.device, self.dtype)
+        self.emb[to_device(cls, self.device), to_device(slot, self.device)] = \
+            emb[to_device(src, emb.device)].to(self.device, self.dtype)
 
     def slot_table(self, labels: torch.Tensor, rows: torch.Tensor,
                    step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -153,7 +154,7 @@ class FeatureBank:
     @torch.no_grad()
     def embeddings(self, labels: torch.Tensor) -> torch.Tensor:
         """The stored embeddings of each anchor's identity, [B, K, D] float32 on `device` (converted there)."""
-        emb = self.emb[labels.to(self.device, torch.int64, non_blocking=True).reshape(-1)]
+        emb = self.emb[to_device(labels.reshape(-1), self.device, torch.int64)]
         if self.device != self.out_device:
             emb = emb.pin_memory().to(self.out_device, non_blocking=True) if self.pinned else emb.to(self.out_device)
         return emb.float()

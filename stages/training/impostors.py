@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models.device import to_device
 from stages.training.pairs import distinct_pair_weights
 
 
@@ -36,6 +37,6 @@ def impostor_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tenso
     """
     other = labels[:, None] != labels[None, :]
     i, j = torch.nonzero(torch.triu(other, diagonal=1), as_tuple=True)
-    di, dj = i.to(emb.device, non_blocking=True), j.to(emb.device, non_blocking=True)
+    di, dj = to_device(i, emb.device), to_device(j, emb.device)
     return ImpostorPairs((emb[di] * emb[dj]).sum(-1), (targets[di] * targets[dj]).sum(-1),
-                         distinct_pair_weights(rows[i], rows[j]).to(emb.device, non_blocking=True))
+                         to_device(distinct_pair_weights(rows[i], rows[j]), emb.device))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from config.choices import PAIR_SOURCES, check_choice
+from models.device import to_device
 from stages.training.bank import FeatureBank
 from stages.training.targets import TargetProvider
 
@@ -50,7 +51,7 @@ def in_batch_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tenso
     """
     same = (labels[:, None] == labels[None, :]) & (rows[:, None] != rows[None, :])
     i, j = torch.nonzero(torch.triu(same, diagonal=1), as_tuple=True)
-    di, dj = i.to(emb.device, non_blocking=True), j.to(emb.device, non_blocking=True)
+    di, dj = to_device(i, emb.device), to_device(j, emb.device)
     return PairSide((emb[di] * emb[dj]).sum(-1), (targets[di] * targets[dj]).sum(-1), rows[i], rows[j], labels[i])
 
 
@@ -67,10 +68,10 @@ def bank_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, r
         none = rows.new_zeros(0)
         return PairSide(empty, empty, none, none, labels.new_zeros(0))
     anchor, slot = torch.nonzero(valid, as_tuple=True)
-    da, ds = anchor.to(emb.device, non_blocking=True), slot.to(emb.device, non_blocking=True)
+    da, ds = to_device(anchor, emb.device), to_device(slot, emb.device)
     student = (emb[da] * bank_emb[da, ds].to(emb.dtype)).sum(-1)
     teacher_bank = provider.lookup(bank_rows[anchor, slot].numpy(), bank_flips[anchor, slot].numpy().astype(np.uint8))
-    teacher = (targets[da] * teacher_bank.to(targets.device, targets.dtype, non_blocking=True)).sum(-1)
+    teacher = (targets[da] * to_device(teacher_bank, targets.device, targets.dtype)).sum(-1)
     return PairSide(student, teacher, rows[anchor], bank_rows[anchor, slot], labels[anchor])
 
 
@@ -109,7 +110,7 @@ def positive_pairs(emb: torch.Tensor, targets: torch.Tensor, labels: torch.Tenso
         return PositivePairs(emb.new_zeros(0), emb.new_zeros(0), emb.new_zeros(0), 0,
                              labels.new_zeros(0).to(emb.device))
     rows_a, rows_b = torch.cat([p.rows_a for p in parts]), torch.cat([p.rows_b for p in parts])
-    weights = distinct_pair_weights(rows_a, rows_b).to(emb.device, non_blocking=True)
-    pair_labels = torch.cat([p.labels for p in parts]).to(emb.device, non_blocking=True)
+    weights = to_device(distinct_pair_weights(rows_a, rows_b), emb.device)
+    pair_labels = to_device(torch.cat([p.labels for p in parts]), emb.device)
     return PositivePairs(torch.cat([p.student for p in parts]), torch.cat([p.teacher for p in parts]),
                          weights, n_in, pair_labels)
