@@ -36,7 +36,9 @@ identity. Then, each timed on its own, from the file:
 Peak RSS is this process's (`ru_maxrss`). The last stdout line is one JSON object (`preset`, `rows`,
 `identities`, `dim`, `seconds` {write, positives, finalize, index, quality, sampler_plan, ...},
 `peak_rss_mb`, `bank_mb`, `cold_read_rows_per_s`, `host_ms_per_step`, `index_recall_at_10`, ...).
-An existing file at `--path` written by this script for the same sizes is reused with `--reuse`.
+An existing file at `--path` written by this script for the same sizes is reused with `--reuse`
+(write, positives and finalize are then skipped), and `--phases` picks which later phases run
+(`positives` then times the positives again from the finished file); `--keep` keeps the file.
 """
 from __future__ import annotations
 

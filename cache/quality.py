@@ -32,7 +32,7 @@ from cache.rows import RowSource, as_row_source, blocks
 
 BLOCK_ROWS = 65536
 DIGITS = 4
-EXACT_CENTRES = 20000  # above this many identities the centre search is an IVF index
+EXACT_CENTRES = 20000  # above this many identities the centre search is approximate (`centre_index`)
 CENTRE_NPROBE = 8
 CENTRE_PCA_DIM = 128
 CENTRE_REFINE = 8
