@@ -22,7 +22,6 @@ embeddings/s from RAM).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 import numpy as np
 
 from bench.common import (
+    drop_page_cache,
     emit_json,
     machine_info,
     median,
@@ -112,16 +112,6 @@ def gather_round(cache: TeacherCache, batches: list[tuple[np.ndarray, np.ndarray
     for rows, flips in batches:
         count += len(emb[rows, flips.astype(np.intp)])
     return count / (time.perf_counter() - start)
-
-
-def drop_page_cache(path: Path) -> None:
-    """Ask the kernel to evict the file's clean pages from the page cache."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def main() -> None:

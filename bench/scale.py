@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench.common import emit_json, machine_info, print_table, quiet
+from bench.common import drop_page_cache, emit_json, machine_info, print_table, quiet
 from cache import CacheWriter, TeacherCache, build_index, build_positives, identity_csr, quality_report
 from cache.index import index_recall, resolve_kind
 from cache.quality import EXACT_CENTRES, centre_index, identity_sums, nearest_other_centre, own_centre_cosines
@@ -286,15 +286,6 @@ class TargetBatches(Dataset[torch.Tensor]):
     def __getitem__(self, i: int) -> torch.Tensor:
         rows, flips = self.batches[i]
         return torch.from_numpy(self.cache.targets(rows, flips))
-
-
-def drop_page_cache(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def cold_reads(path: Path, rows: int, batches: int, workers: int, seed: int) -> float:

@@ -33,12 +33,18 @@ def default_nlist(n: int) -> int:
     return max(1, min(n, int(round(4 * math.sqrt(n)))))
 
 
-def resolve_kind(kind: str, n: int, dim: int) -> str:
-    """The index kind built for `kind` over n rows of dim values: "auto" becomes "flat" or "ivfpq"."""
+def resolve_kind(kind: str, n: int, dim: int, pq_m: int = 64) -> str:
+    """The index kind built for `kind` over n rows of dim values: "auto" becomes "flat" or "ivfpq".
+
+    A ConfigError naming `cache.pq_m` when the kind is ivfpq and pq_m does not divide dim, so that
+    `extract` can refuse the setting before it runs the teacher, not after.
+    """
     check_choice(kind, INDEX_KINDS, "cache.index")
-    if kind != "auto":
-        return kind
-    return "flat" if n * dim * 4 <= AUTO_FLAT_MAX_BYTES else "ivfpq"
+    resolved = kind if kind != "auto" else ("flat" if n * dim * 4 <= AUTO_FLAT_MAX_BYTES else "ivfpq")
+    if resolved == "ivfpq" and (pq_m < 1 or dim % pq_m):
+        raise ConfigError(f"config key 'cache.pq_m': {pq_m} must divide the embedding dimension {dim} "
+                          f"(cache.index = {kind!r} builds an IVF-PQ index for {n} rows)")
+    return resolved
 
 
 def build_index(emb: np.ndarray | RowSource, kind: str = "flat", nlist: int = 0, nprobe: int = 16,
@@ -56,7 +62,7 @@ def build_index(emb: np.ndarray | RowSource, kind: str = "flat", nlist: int = 0,
     n, dim = source.num_rows, source.dim
     if n == 0:
         raise ValueError("cannot build an index over 0 rows")
-    kind = resolve_kind(kind, n, dim)
+    kind = resolve_kind(kind, n, dim, pq_m)
     if ids is not None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if ids.shape != (n,):
@@ -65,8 +71,6 @@ def build_index(emb: np.ndarray | RowSource, kind: str = "flat", nlist: int = 0,
         flat = faiss.IndexFlatIP(dim)
         index: faiss.Index = flat if ids is None else faiss.IndexIDMap2(flat)
     else:
-        if kind == "ivfpq" and (pq_m < 1 or dim % pq_m):
-            raise ConfigError(f"config key 'cache.pq_m': {pq_m} must divide the embedding dimension {dim}")
         lists = min(nlist or (min(default_nlist(n), PQ_MAX_NLIST) if kind == "ivfpq" else default_nlist(n)), n)
         quantizer = faiss.IndexFlatIP(dim)
         if kind == "ivf":

@@ -11,8 +11,8 @@ MS1MV2's 5.8M rows against its 85.7k centres is 2.5e14 multiply-adds, more than 
 The approximate search can miss a row's nearest other centre and so under-count suspects;
 `bench/scale.py` measures how many of the exact search's suspects it finds. Measured on 8,192 rows
 against 85,742 centres (5% of them filed under a random other identity): with centres that share
-structure (drawn around 256 group centres) it found 100% of those rows' true identity, at 163 s per
-5.8M rows; with isotropic random centres, the worst case for PCA and IVF, 66%.
+structure (drawn around 256 group centres) it found 100% of those rows' true identity (search time
+scaled to 5.8M rows: 163 s); with isotropic random centres, the worst case for PCA and IVF, 66%.
 
 The report streams: embeddings are read in blocks of `BLOCK_ROWS` rows through a `cache.rows.RowSource`
 (two passes: per-identity sums, then cosines and the centre search), so memory is the [C, D] sums

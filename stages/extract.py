@@ -31,6 +31,7 @@ from cache import (
     quality_report,
     save_index,
 )
+from cache.index import resolve_kind
 from cache.rows import SubsetRows
 from checkpoints import seed_everything
 from common.atomic import atomic_write_text, remove_stale_temporaries
@@ -71,6 +72,7 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
     n = len(dataset)
     if n == 0:
         raise ConfigError(f"data set '{cfg.data.root or cfg.data.format}' (data.root) holds no images")
+    resolve_kind(cfg.cache.index, n, cfg.teacher.embedding_size, cfg.cache.pq_m)  # refuse a bad pq_m now
     device = resolve_device(cfg.run.device)
     teacher = build_teacher(cfg.teacher, cfg.data.image_size, str(device))
     out = cache_file(cfg.cache.path, cfg.run.dir)

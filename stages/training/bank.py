@@ -56,7 +56,7 @@ class FeatureBank:
         if max_age < 0:
             raise ConfigError(f"icd.max_age must be >= 0, got {max_age}")
         if dtype not in STORAGE_DTYPES.values():
-            raise ConfigError(f"feature bank: dtype must be float32, float16 or bfloat16, got {dtype}")
+            raise ConfigError(f"feature bank: dtype must be one of {', '.join(BANK_DTYPES)}, got {dtype}")
         check_choice(place, BANK_PLACES, "icd.bank_place")
         self.num_classes = int(num_classes)
         self.slots = int(slots)

@@ -71,3 +71,6 @@ def test_ivfpq_and_auto_kinds_with_recall_against_exact_search() -> None:
     assert resolve_kind("auto", 1000, 512) == "flat" and resolve_kind("auto", 2_000_000, 512) == "ivfpq"
     with pytest.raises(ConfigError, match="cache.pq_m"):
         build_index(emb, kind="ivfpq", pq_m=5)
+    assert resolve_kind("auto", 1000, 512, pq_m=48) == "flat"  # pq_m matters only for an IVF-PQ index
+    with pytest.raises(ConfigError, match="cache.pq_m"):
+        resolve_kind("auto", 2_000_000, 512, pq_m=48)

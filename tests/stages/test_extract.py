@@ -146,3 +146,11 @@ def test_a_teacher_giving_zero_or_nan_outputs_is_named(tmp_path: Path, teacher_w
     code, out, _ = invoke("extract", tiny_settings(tmp_path, teacher_weights))
     assert code == 1, out
     assert "output for row 0" in out and "view norms" in out and "Traceback" not in out
+
+
+def test_a_pq_size_that_does_not_divide_the_embedding_is_refused_before_the_teacher_runs(
+        tmp_path: Path, teacher_weights: Path) -> None:
+    code, out, _ = invoke("extract", tiny_settings(tmp_path, teacher_weights)
+                          + ['cache.index="ivfpq"', "cache.pq_m=7"])
+    assert code == 2 and "cache.pq_m" in out and "32" in out
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
