@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from common.atomic import atomic_write_text
+from common.distributed import env_rank, env_world
 from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, load_config
 
@@ -40,8 +41,11 @@ def _setup_logging() -> None:
         handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(logging.INFO if env_rank() == 0 else logging.WARNING)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs at INFO on every import
+
+
+DISTRIBUTED_COMMANDS = ("train", "distill")  # the commands `torchrun` may start (stage two, DDP)
 
 
 def emit_summary(summary: dict[str, Any], run_dir: str | Path, command: str) -> None:
@@ -73,7 +77,11 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
     @functools.wraps(fn)
     def wrapper(config_path: str, overrides: tuple[str, ...], **kwargs: Any) -> None:
         _setup_logging()
+        command = fn.__name__.removeprefix("cmd_")
         try:
+            if env_world() > 1 and command not in DISTRIBUTED_COMMANDS:
+                raise ConfigError(f"`{command}` runs in one process; under torchrun (WORLD_SIZE = {env_world()}) "
+                                  f"only {' and '.join(DISTRIBUTED_COMMANDS)} run, so start it with `python cli.py`")
             cfg = load_config(config_path, overrides)
             summary = fn(cfg, **kwargs)
         except ConfigError as e:
@@ -85,7 +93,8 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
         except OSError as e:  # a full disk, a lost mount, permissions: while running, so exit status 1
             click.echo(f"failed: {os_error_message(e)}", err=True)
             sys.exit(1)
-        emit_summary(summary, cfg.run.dir, fn.__name__.removeprefix("cmd_"))
+        if env_rank() == 0:  # under torchrun, rank 0 speaks for the launch
+            emit_summary(summary, cfg.run.dir, command)
 
     return wrapper
 

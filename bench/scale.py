@@ -31,7 +31,10 @@ identity. Then, each timed on its own, from the file:
   `--ram-limit-gb`; `bank_gather_ms`: gathering and storing the slots' embeddings (device work on a GPU);
 - `cold_read_rows_per_s`: `TeacherCache(in_ram="never").targets` for random batches of 512 after
   the file's pages are evicted (`posix_fadvise(DONTNEED)`), in `--read-workers` DataLoader workers as
-  `distill` reads them (each worker reads its batch's rows sorted, as runs inside storage chunks).
+  `distill` reads them (each worker reads its batch's rows sorted, in spans inside storage chunks that
+  bridge gaps of up to `cache.direct.GAP_ROWS` rows); `cold_read_pxm_rows_per_s`: the same for P x M
+  batches (128 identities x 4 rows, whose rows lie close together in a file grouped by identity);
+  with `--compare-gaps R`, R alternating rounds of P x M reads with and without the gap bridging.
 
 Peak RSS is this process's (`ru_maxrss`). The last stdout line is one JSON object (`preset`, `rows`,
 `identities`, `dim`, `seconds` {write, positives, finalize, index, quality, sampler_plan, ...},
@@ -62,6 +65,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.common import drop_page_cache, emit_json, machine_info, print_table, quiet
 from cache import CacheWriter, TeacherCache, build_index, build_positives, identity_csr, quality_report
+from cache.direct import GAP_ROWS
 from cache.index import index_recall, resolve_kind
 from cache.quality import EXACT_CENTRES, centre_index, identity_sums, nearest_other_centre, own_centre_cosines
 from stages.training.bank import FeatureBank
@@ -288,11 +292,27 @@ class TargetBatches(Dataset[torch.Tensor]):
         return torch.from_numpy(self.cache.targets(rows, flips))
 
 
-def cold_reads(path: Path, rows: int, batches: int, workers: int, seed: int) -> float:
-    """Target rows per second at batch 512 from the file after its pages were evicted."""
+def random_batches(rows: int, batches: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`batches` batches of 512 random rows (sorted) and flip bits."""
     rng = np.random.default_rng([seed, 7])
-    plan = [(np.sort(rng.choice(rows, BATCH, replace=False)), rng.integers(0, 2, BATCH)) for _ in range(batches)]
+    return [(np.sort(rng.choice(rows, BATCH, replace=False)), rng.integers(0, 2, BATCH)) for _ in range(batches)]
+
+
+def pxm_batches(labels: np.ndarray, batches: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`batches` P x M batches (128 identities x 4 rows) drawn from one epoch plan, and flip bits."""
+    plan = IdentityBatchSampler(labels, None, BATCH, 4, random_share=0.0, seed=seed).epoch_plan(0)
+    rng = np.random.default_rng([seed, 8])
+    picked = rng.choice(len(plan), min(batches, len(plan)), replace=False)
+    return [(np.sort(plan[int(i)]), rng.integers(0, 2, BATCH)) for i in picked]
+
+
+def cold_reads(path: Path, plan: list[tuple[np.ndarray, np.ndarray]], workers: int,
+               gap_rows: int = GAP_ROWS) -> float:
+    """Target rows per second for the batches of `plan` from the file after its pages were evicted,
+    read in spans that bridge gaps of up to `gap_rows` rows (`cache.direct`)."""
     cache = TeacherCache(path, in_ram="never", verify="none")
+    if cache._direct is not None:  # the bench compares gaps; the pipeline always reads with the default
+        cache._direct.gap_rows = gap_rows
     loader = DataLoader(TargetBatches(cache, plan), batch_size=None, shuffle=False, num_workers=workers,
                         prefetch_factor=4 if workers else None)
     drop_page_cache(path)
@@ -301,6 +321,19 @@ def cold_reads(path: Path, rows: int, batches: int, workers: int, seed: int) -> 
     seconds = time.perf_counter() - start
     cache.close()
     return count / seconds
+
+
+def compare_gaps(path: Path, labels: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """Cold P x M reads in runs of consecutive rows (gap 0) against spans over gaps (`GAP_ROWS`),
+    alternating, each round on fresh batches (a virtual disk's host may cache what was read): medians."""
+    speeds: dict[int, list[float]] = {0: [], GAP_ROWS: []}
+    for r in range(args.compare_gaps):
+        for gap in (0, GAP_ROWS) if r % 2 == 0 else (GAP_ROWS, 0):
+            plan = pxm_batches(labels, args.read_batches, args.seed + 100 + 2 * r + (gap > 0))
+            speeds[gap].append(cold_reads(path, plan, args.read_workers, gap))
+    return {"cold_read_pxm_gap0_rows_per_s": round(float(np.median(speeds[0])), 1),
+            f"cold_read_pxm_gap{GAP_ROWS}_rows_per_s": round(float(np.median(speeds[GAP_ROWS])), 1),
+            "compare_gap_rounds": args.compare_gaps}
 
 
 def index_phase(timer: Timer, view: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -344,6 +377,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=200, help="host-side distill steps timed")
     ap.add_argument("--ram-limit-gb", type=float, default=8.0, help="largest cache loaded for the host-step timing")
     ap.add_argument("--read-batches", type=int, default=200)
+    ap.add_argument("--compare-gaps", type=int, default=0,
+                    help="rounds of cold P x M reads with and without span reads over gaps (0: skip)")
     ap.add_argument("--read-workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--phases", default=",".join(PHASES), help="comma list of " + ", ".join(PHASES))
@@ -407,8 +442,14 @@ def main(argv: list[str] | None = None) -> None:
                                                                ram_cache, labels, args.steps, args.seed)))
         del ram_cache
     if "reads" in phases:
+        random_plan = random_batches(rows, args.read_batches, args.seed)  # plans built before the timing
         figures["cold_read_rows_per_s"] = round(timer.run("cold_reads", lambda: cold_reads(
-            path, rows, args.read_batches, args.read_workers, args.seed)), 1)
+            path, random_plan, args.read_workers)), 1)
+        pxm_plan = pxm_batches(labels, args.read_batches, args.seed)
+        figures["cold_read_pxm_rows_per_s"] = round(timer.run("cold_reads_pxm", lambda: cold_reads(
+            path, pxm_plan, args.read_workers)), 1)
+        if args.compare_gaps:
+            figures.update(compare_gaps(path, labels, args))
         figures["read_workers"] = args.read_workers
     cache.close()
     figures["seconds"] = timer.seconds

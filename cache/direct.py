@@ -7,7 +7,11 @@ h5py reads one run at a time (measured: 14.6 ms per batch of 512 random rows of 
 100k-row cache, about 29 us a row), and with the file's pages out of RAM each of those reads waits
 for the disk in turn. `ChunkedRows` instead looks up every chunk's address once (h5py's
 `get_chunk_info`) and reads the batch's runs of consecutive rows with `os.pread` from `threads`
-threads, so many requests are in flight at once (`bench/scale.py`, README "Users' scale").
+threads, so many requests are in flight at once (`bench/scale.py`, README "Users' scale"). Rows at
+most `GAP_ROWS` apart inside one chunk are read as one span and the rows between dropped: one 64 KB
+span replaces several requests on a disk bound by requests more than bytes, and the rows of a P x M
+batch's identity groups lie close together in a file grouped by identity (measured: +6% and +27%
+cold rows/s for P x M batches of MS1MV2's size, README "Users' scale").
 
 Only datasets without filters (compression, shuffle, checksums) qualify; `ChunkedRows.open` returns
 None for others, and the caller reads through h5py. The bytes read are the ones the cache's CRC32
@@ -23,16 +27,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cache.rows import row_blocks
+from cache.rows import read_spans
 
 THREADS = 8
+GAP_ROWS = 32  # rows of 2 x 512 float16 values: spans over gaps of up to 64 KB
 
 
 class ChunkedRows:
     """Reads rows of one dataset [N, ...] of `path` by byte offset; safe to use from one process at a time."""
 
     def __init__(self, path: Path, offsets: np.ndarray, chunk_rows: int, row_shape: tuple[int, ...],
-                 dtype: np.dtype, threads: int = THREADS) -> None:
+                 dtype: np.dtype, threads: int = THREADS, gap_rows: int = GAP_ROWS) -> None:
         self.path = path
         self.offsets = offsets  # [chunks] int64 file offset of each chunk
         self.chunk_rows = chunk_rows
@@ -40,13 +45,14 @@ class ChunkedRows:
         self.dtype = dtype
         self.row_bytes = int(np.prod(row_shape)) * dtype.itemsize
         self.threads = threads
+        self.gap_rows = gap_rows
         self._pid: int | None = None
         self._fd = -1
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: Path, name: str, threads: int = THREADS) -> ChunkedRows | None:
+    def open(cls, path: Path, name: str, threads: int = THREADS, gap_rows: int = GAP_ROWS) -> ChunkedRows | None:
         """The reader of dataset `name` of `path`, or None when its storage is not plain allocated chunks of rows."""
         with h5py.File(path, "r") as f:
             ds = f[name]
@@ -64,7 +70,7 @@ class ChunkedRows:
                 info = dsid.get_chunk_info(i)
                 offsets[int(info.chunk_offset[0]) // chunks[0]] = info.byte_offset
             return cls(Path(path), offsets, int(chunks[0]), tuple(int(s) for s in ds.shape[1:]), np.dtype(ds.dtype),
-                       threads)
+                       threads, gap_rows)
 
     def _handles(self) -> tuple[int, ThreadPoolExecutor]:
         """This process's file descriptor and thread pool (a forked worker opens its own)."""
@@ -83,17 +89,18 @@ class ChunkedRows:
         if not len(rows):
             return out
         flat = out.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), self.row_bytes)
-        runs = list(row_blocks(rows, self.chunk_rows))
+        runs = list(read_spans(rows, self.chunk_rows, self.gap_rows))
         fd, pool = self._handles()
 
-        def read_runs(part: list[tuple[int, int, int]]) -> None:
-            for start, stop, at in part:
+        def read_runs(part: list[tuple[int, int, int, int]]) -> None:
+            for start, stop, at, end in part:
                 offset = int(self.offsets[start // self.chunk_rows]) + (start % self.chunk_rows) * self.row_bytes
                 size = (stop - start) * self.row_bytes
                 data = os.pread(fd, size, offset)
                 if len(data) != size:
                     raise OSError(f"short read of {self.path} at byte {offset}: {len(data)} of {size} bytes")
-                flat[at:at + stop - start] = np.frombuffer(data, dtype=np.uint8).reshape(stop - start, self.row_bytes)
+                span = np.frombuffer(data, dtype=np.uint8).reshape(stop - start, self.row_bytes)
+                flat[at:end] = span if end - at == stop - start else span[rows[at:end] - start]
 
         parts = [runs[i::self.threads] for i in range(min(self.threads, len(runs)))]
         for future in [pool.submit(read_runs, part) for part in parts]:

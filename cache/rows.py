@@ -32,6 +32,22 @@ def row_blocks(rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, int, in
         yield int(rows[s]), int(rows[e - 1]) + 1, s
 
 
+def read_spans(rows: np.ndarray, chunk_rows: int, gap: int) -> Iterator[tuple[int, int, int, int]]:
+    """Group sorted unique rows into spans to read in one request each: rows at most `gap` rows apart
+    that stay inside one storage chunk share a span (the rows between them are read and dropped).
+
+    Yields (first row, end row exclusive, position in `rows` of the span's first row, of its end).
+    `gap = 0` gives `row_blocks`' runs of consecutive rows.
+    """
+    if len(rows) == 0:
+        return
+    cut = (np.diff(rows) > gap + 1) | (rows[1:] // chunk_rows != rows[:-1] // chunk_rows)
+    starts = np.concatenate([[0], np.flatnonzero(cut) + 1])
+    ends = np.concatenate([starts[1:], [len(rows)]])
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield int(rows[s]), int(rows[e - 1]) + 1, s, e
+
+
 class RowSource(Protocol):
     """[N, D] float32 rows, read in pieces."""
 

@@ -26,3 +26,11 @@ def test_a_full_disk_is_exit_1_naming_the_file(tmp_path: Path, monkeypatch: pyte
 def test_usage_error_is_exit_2() -> None:
     code, out, _ = invoke("train", ["train.no_such=1"])
     assert code == 2 and "train.no_such" in out and "Traceback" not in out
+
+
+def test_single_process_commands_refuse_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    code, out, _ = invoke("extract", tiny_settings(tmp_path))
+    assert code == 2 and "`extract` runs in one process" in out and "train and distill" in out
+    assert not (tmp_path / "cache").exists()

@@ -24,20 +24,32 @@ def flip_bits(seed: int, epoch: int, position: int, n: int) -> np.ndarray:
     return rng.integers(0, 2, size=n, dtype=np.uint8)
 
 
-class EpochPlan(Sampler[tuple[np.ndarray, np.ndarray]]):
-    """The batches of one epoch from `start` on, each as (dataset rows, flip bits)."""
+def rank_positions(batches: int, start: int, world: int, rank: int) -> list[int]:
+    """The epoch-plan positions one rank of `world` trains on, from plan position `start` on.
 
-    def __init__(self, batches: list[np.ndarray], seed: int, epoch: int, start: int = 0) -> None:
+    Step k of the rest of the epoch takes positions start + k x world .. + world - 1, one per rank, so
+    the ranks share every step's batches and each batch (whole P x M groups) goes to one rank. The last
+    step's ranks past the plan's end take its first batches again (as torch's `DistributedSampler`
+    pads), so every row is seen at least once per epoch, exactly once when `world` divides `batches`.
+    With one process: start, start + 1, ... (the plan itself).
+    """
+    return [(p + rank) % batches for p in range(start, batches, world)]
+
+
+class EpochPlan(Sampler[tuple[np.ndarray, np.ndarray]]):
+    """The batches of one epoch at `positions` of its plan, each as (dataset rows, flip bits)."""
+
+    def __init__(self, batches: list[np.ndarray], seed: int, epoch: int, positions: list[int]) -> None:
         self.batches = batches
         self.seed = seed
         self.epoch = epoch
-        self.start = start
+        self.positions = positions
 
     def __len__(self) -> int:
-        return len(self.batches) - self.start
+        return len(self.positions)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for position in range(self.start, len(self.batches)):
+        for position in self.positions:
             rows = self.batches[position]
             yield rows, flip_bits(self.seed, self.epoch, position, len(rows))
 

@@ -170,7 +170,7 @@ class MetricsLogger(Hook):
         now = time.perf_counter()
         ips = self.window_n / max(now - self.window_t, 1e-9)
         row["images_per_s"] = ips
-        eta = (run.total - run.step) * run.cfg.train.batch_size / max(ips, 1e-9)
+        eta = (run.total - run.step) * run.cfg.train.batch_size * run.dist.world / max(ips, 1e-9)
         stats = {k: row[k] for k in ("ts_cos", "intra_teacher", "intra_student") if k in row}
         log.info("step %d/%d loss %.4f %s lr %.4g %.1f img/s%s eta %s", run.step, run.total, row["loss"],
                   " ".join(f"{k} {row[k]:.4f}" for k in terms), row["lr"], ips,
@@ -278,8 +278,11 @@ class CheckpointHook(Hook):
         save_checkpoint(backbone, run.student.state_dict())
 
 
-def default_hooks(cfg: PipelineConfig) -> list[Hook]:
-    """The hooks of `train` and `distill`, in the order they run."""
+def default_hooks(cfg: PipelineConfig, main: bool = True) -> list[Hook]:
+    """The hooks of `train` and `distill`, in the order they run. Under torchrun only rank 0 (`main`) logs,
+    verifies and writes checkpoints; every rank keeps its NaN guard."""
+    if not main:
+        return [NanGuard()]
     hooks: list[Hook] = [NanGuard(), MetricsLogger()]
     if cfg.eval.pairs and cfg.train.eval_every:
         hooks.append(VerificationHook(cfg))

@@ -17,18 +17,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from config import PipelineConfig, save_resolved
-from stages.training.batches import EpochPlan, TrainBatches
+from stages.training.batches import EpochPlan, TrainBatches, rank_positions
 from stages.training.hooks import Hook, default_hooks
 from stages.training.run import Run, TrainInputs, build_run
 from stages.training.step import StepOutput, train_step
 
 
 def epoch_loader(run: Run) -> DataLoader[dict[str, torch.Tensor]]:
-    """The batches of `run.epoch` from `run.position` on, decoded in `data.workers` worker processes."""
+    """This rank's batches of `run.epoch` from plan position `run.position` on (`rank_positions`), decoded in
+    `data.workers` worker processes."""
     cfg = run.cfg
     rows = run.inputs.rows
-    plan = EpochPlan([rows[b] for b in run.sampler.epoch_plan(run.epoch)],
-                     cfg.run.seed, run.epoch, run.position)
+    batches = [rows[b] for b in run.sampler.epoch_plan(run.epoch)]
+    plan = EpochPlan(batches, cfg.run.seed, run.epoch,
+                     rank_positions(len(batches), run.position, run.dist.world, run.dist.rank))
     generator = torch.Generator()
     generator.manual_seed(cfg.run.seed * 1000003 + run.epoch)
     return DataLoader(TrainBatches(run.inputs.dataset, run.inputs.cache), sampler=plan, batch_size=None,
@@ -53,8 +55,9 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
     """Train for `train.steps` (or `train.epochs`) and return the JSON summary."""
     run = build_run(cfg, inputs, command, resume, overwrite)
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, run.run_dir)
-    hooks = default_hooks(cfg) if hooks is None else hooks
+    if run.dist.main:
+        save_resolved(cfg, run.run_dir)
+    hooks = default_hooks(cfg, run.dist.main) if hooks is None else hooks
     for hook in hooks:
         hook.on_start(run)
     for mod in run.modules.values():
@@ -68,6 +71,7 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
     elapsed = time.perf_counter() - start
     for hook in hooks:
         hook.on_end(run)
+    run.dist.close()
     return summary(run, elapsed, {} if out is None else {k: float(v) for k, v in out.terms.items()})
 
 

@@ -122,13 +122,13 @@ def step_inputs(run: Run, feats: torch.Tensor, labels: torch.Tensor, rows: torch
     x = StepInputs(run, feats, emb, labels, rows, batch)
     if run.inputs.provider is not None:
         x.targets = normalize(run.inputs.provider.batch_targets(batch).to(run.device))
-        x.projected = normalize(run.projector(emb)) if run.projector is not None else emb
+        x.projected = normalize(run.nets["projector"](emb)) if "projector" in run.nets else emb
     return x
 
 
 def margin_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:
     """L_margin of the learnable head (ArcFace / CosFace), when its weight is above 0."""
-    return {"margin": run.modules["head"](x.feats.float(), x.labels)} if "margin" in run.weights else {}
+    return {"margin": run.nets["head"](x.feats.float(), x.labels)} if "margin" in run.weights else {}
 
 
 def fcd_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from checkpoints import capture_rng, list_checkpoints, load_checkpoint, restore_rng, seed_everything
+from common.distributed import Dist, device_for
 from common.errors import ConfigError
 from config import PipelineConfig, config_hash, to_dict
 from losses import MarginHead, similarity_grid
@@ -82,6 +83,8 @@ class Run:
     previous_images_per_s: float = 0.0  # throughput stored in the checkpoint resumed from
     method_state: dict[str, torch.Tensor] = field(default_factory=dict)  # evolving method state (checkpointed)
     teacher_centres: torch.Tensor | None = None  # [C, D_t] MarginDistillation's frozen centres (run dir file)
+    dist: Dist = field(default_factory=Dist)  # this process's rank in a torchrun launch (a world of one without)
+    nets: dict[str, nn.Module] = field(default_factory=dict)  # `modules` as the step calls them (DDP under torchrun)
 
     @property
     def distill(self) -> bool:
@@ -89,7 +92,8 @@ class Run:
 
     @property
     def per_epoch(self) -> int:
-        return len(self.sampler)
+        """Optimiser steps per epoch: every rank trains on one batch of the plan each step."""
+        return math.ceil(len(self.sampler) / self.dist.world)
 
     @property
     def run_dir(self) -> Path:
@@ -214,9 +218,11 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     weights = method_weights(cfg, distill, command)
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)
+    dist = Dist.from_env(device.type)
+    device = device_for(device, dist)
     labels, num_classes = _checked_labels(inputs.dataset)
     sampler, p = build_sampler(cfg, inputs, labels)
-    total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler)))
+    total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler) / dist.world))
     modules = build_modules(cfg, inputs, num_classes, device)
     sdc = step_method(cfg, distill) == "icd" and cfg.loss.sdc_weight > 0
     if sdc:
@@ -232,9 +238,10 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
         grid=similarity_grid(cfg.icd.grid_step).to(device) if step_method(cfg, distill) == "icd" else None,
         optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
         autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp),
-        weights=weights, sampler=sampler, total=total, sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler))),
+        weights=weights, sampler=sampler, total=total,
+        sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler) / dist.world)),
         num_classes=num_classes, identities_per_batch=p,
-        method_state=initial_method_state(cfg, distill, num_classes, inputs.teacher_dim, device),
+        method_state=initial_method_state(cfg, distill, num_classes, inputs.teacher_dim, device), dist=dist,
     )
     candidates = resume_candidates(cfg.train.resume, resume, run.run_dir / "checkpoints", overwrite)
     if candidates:
@@ -243,12 +250,23 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
         assert inputs.provider is not None
         run.teacher_centres = torch.from_numpy(teacher_centres(
             run.run_dir, inputs.provider, inputs.cache_fingerprint, inputs.rows, labels, num_classes)).to(device)
+    run.nets = wrap_modules(modules, dist, device)
     if sdc:
         warn_without_pairs(sampler.labels)
     log.info("%s (%s): %d steps (%d per epoch), batch %d = %d ids x %d + %d random rows, %d rows, %d classes, "
-             "device %s, amp %s", command, step_method(cfg, distill), total, run.per_epoch, cfg.train.batch_size, p,
-             cfg.train.images_per_identity, sampler.n_random, len(inputs.rows), num_classes, device, amp)
+             "device %s, amp %s%s", command, step_method(cfg, distill), total, run.per_epoch, cfg.train.batch_size, p,
+             cfg.train.images_per_identity, sampler.n_random, len(inputs.rows), num_classes, device, amp,
+             f", {dist.world} processes ({dist.backend}), batch per process" if dist.active else "")
     return run
+
+
+def wrap_modules(modules: dict[str, nn.Module], dist: Dist, device: torch.device) -> dict[str, nn.Module]:
+    """The modules as the step calls them: each in `DistributedDataParallel` under torchrun (gradients
+    averaged over the ranks in backward; rank 0's weights broadcast at the start), else themselves."""
+    if not dist.active:
+        return dict(modules)
+    ids = [device.index] if device.type == "cuda" else None
+    return {k: nn.parallel.DistributedDataParallel(m, device_ids=ids) for k, m in modules.items()}
 
 
 def warn_without_pairs(labels: np.ndarray) -> None:
@@ -279,7 +297,7 @@ def resume_candidates(setting: str, flag: bool, ckpt_dir: Path, overwrite: bool 
         raise ConfigError(f"run.dir '{ckpt_dir.parent}' already holds {found[0].name}: use --resume to continue "
                           "it, or a new run.dir, or --overwrite to start it again")
     for path in found:
-        path.unlink()
+        path.unlink(missing_ok=True)  # under torchrun every rank clears the same files
     return []
 
 
@@ -307,6 +325,7 @@ def run_state(run: Run, images_per_s: float, final: bool = False) -> dict[str, A
         "rng": capture_rng(), "config": to_dict(run.cfg), "config_hash": config_hash(run.cfg),
         "cache_fingerprint": run.inputs.cache_fingerprint,
         "num_classes": run.num_classes, "final": final, "images_per_s": images_per_s,
+        "world_size": run.dist.world,
     }
 
 
@@ -341,6 +360,14 @@ def restore(run: Run, candidates: list[Path]) -> None:
             raise ConfigError(f"checkpoint '{path}' holds no {name} of shape {tuple(current.shape)}")
         run.method_state[name] = saved[name].to(run.device, current.dtype)
     run.step, run.epoch, run.position = state["step"], state["epoch"], state["position"]
+    world = int(state.get("world_size", 1))
+    if world != run.dist.world:
+        if not run.cfg.train.steps:  # the epochs left, in steps of this launch's world
+            left = run.cfg.train.epochs * len(run.sampler) - (run.epoch * len(run.sampler) + run.position)
+            run.total = run.step + max(0, math.ceil(left / run.dist.world))
+        log.warning("%s was written by %d process(es), resumed on %d: the epoch goes on from plan batch %d, "
+                    "but the data order and RNG streams differ from an uninterrupted run", path.name, world,
+                    run.dist.world, run.position)
     restore_rng(state["rng"])
     run.previous_images_per_s = float(state.get("images_per_s", 0.0))
     run.resumed_from = run.last_checkpoint = path

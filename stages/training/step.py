@@ -43,12 +43,23 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
 
 
 def advance(run: Run, images: int) -> None:
-    """Count the step; the batch after an epoch's last one starts the next epoch."""
+    """Count the step (one plan batch per rank); the plan's end starts the next epoch."""
     run.step += 1
-    run.position += 1
+    run.position += run.dist.world
     run.images_seen += images
-    if run.position >= run.per_epoch:
+    if run.position >= len(run.sampler):
         run.epoch, run.position = run.epoch + 1, 0
+
+
+def update_bank(run: Run, batch: dict[str, torch.Tensor], emb: torch.Tensor) -> None:
+    """Write the step's entries into the feature bank after the loss; under torchrun every rank writes every
+    rank's entries, in rank order, so all copies of the bank stay equal (the bank is not sharded)."""
+    assert run.bank is not None
+    labels, rows, flips = batch["labels"], batch["rows"], batch["flips"]
+    if run.dist.active:
+        meta = run.dist.all_gather(torch.stack([labels, rows, flips], 1).to(emb.device)).cpu()
+        labels, rows, flips, emb = meta[:, 0], meta[:, 1], meta[:, 2], run.dist.all_gather(emb.contiguous())
+    run.bank.update(labels, rows, flips, emb, run.step)
 
 
 def train_step(run: Run, batch: dict[str, torch.Tensor]) -> StepOutput:
@@ -58,13 +69,14 @@ def train_step(run: Run, batch: dict[str, torch.Tensor]) -> StepOutput:
     rows = batch["rows"].to(run.device)
     ctx = torch.autocast(run.device.type, dtype=run.autocast_dtype) if run.autocast_dtype else contextlib.nullcontext()
     with ctx:
-        feats = run.student(student_input(images))
+        feats = run.nets["student"](student_input(images))
     x = step_inputs(run, feats, labels, rows, batch)
     terms = step_terms(run, x)
     stats = step_stats(x)
     loss = weighted_sum(terms, run.weights)
     optimizer_step(run, loss)
     if run.bank is not None:
-        run.bank.update(batch["labels"], batch["rows"], batch["flips"], x.emb.detach(), run.step)
-    advance(run, len(labels))
-    return StepOutput(loss.detach(), {k: v.detach() for k, v in terms.items()}, stats, len(labels))
+        update_bank(run, batch, x.emb.detach())
+    images_all = len(labels) * run.dist.world
+    advance(run, images_all)
+    return StepOutput(loss.detach(), {k: v.detach() for k, v in terms.items()}, stats, images_all)

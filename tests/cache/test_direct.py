@@ -36,6 +36,16 @@ def test_rows_read_by_offset_equal_the_stored_rows(tmp_path: Path) -> None:
     copy.close()
 
 
+def test_rows_read_as_spans_over_gaps_equal_the_stored_rows(tmp_path: Path) -> None:
+    data = _file(tmp_path / "a.h5")
+    rows = np.array([0, 2, 3, 7, 8, 12, 13, 40, 45, 102])  # gaps inside chunks, across a border, and wide
+    for gap in (0, 1, 4, 100):
+        reader = ChunkedRows.open(tmp_path / "a.h5", "emb", threads=2, gap_rows=gap)
+        assert reader is not None and reader.gap_rows == gap
+        np.testing.assert_array_equal(reader.read(rows), data[rows])
+        reader.close()
+
+
 def test_compressed_datasets_are_left_to_h5py(tmp_path: Path) -> None:
     _file(tmp_path / "z.h5", compression="gzip")
     assert ChunkedRows.open(tmp_path / "z.h5", "emb") is None

@@ -162,7 +162,7 @@ def _two_identity_batch(seed: int, loss: LossConfig, batch_rows: tuple[list[int]
     cfg = PipelineConfig(loss=dataclasses.replace(loss, margin_weight=0.0), icd=icd)  # no margin head here
     run = SimpleNamespace(inputs=SimpleNamespace(provider=TableTargets(table)), grid=similarity_grid(icd.grid_step),
                           cfg=cfg, weights=method_weights(cfg, True, "distill"), device=torch.device("cpu"),
-                          projector=None, bank=None, step=0, sdc_start=0)
+                          nets={}, bank=None, step=0, sdc_start=0)
     return run, {"rows": rows, "flips": flips}, emb, labels, table[rows, flips], icd
 
 

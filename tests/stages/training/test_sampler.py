@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from common.errors import ConfigError
+from stages.training.batches import rank_positions
 from stages.training.sampler import IdentityBatchSampler
 
 
@@ -174,3 +175,19 @@ def test_epoch_plan_is_one_numpy_array_of_batches() -> None:
     assert plan == BatchPlan.from_batches([b.tolist() for b in plan]) and plan != sampler.epoch_plan(1)
     with pytest.raises(IndexError):
         plan[4]
+
+
+def test_two_ranks_take_whole_groups_and_visit_every_row_each_epoch() -> None:
+    labels = _labels([4, 6, 3, 8, 5, 4, 7, 2, 6, 3])
+    sampler = IdentityBatchSampler(labels, None, batch_size=8, images_per_identity=2, seed=3)
+    for epoch in range(2):
+        plan = sampler.epoch_plan(epoch)
+        taken = [p for rank in (0, 1) for p in rank_positions(len(plan), 0, 2, rank)]
+        wrapped = len(taken) - len(plan)  # the last step's second rank repeats batch 0 when the count is odd
+        assert sorted(taken) == sorted([*range(len(plan)), *range(wrapped)]) and wrapped == len(plan) % 2
+        seen = set()
+        for position in taken:
+            for group in _groups(plan[position], sampler):
+                assert len(set(labels[group].tolist())) == 1  # a rank gets whole P x M groups
+                seen |= set(group)
+        assert seen == set(range(labels.size)), epoch

@@ -1,0 +1,83 @@
+"""`torchrun` for `train`/`distill` on the CPU (gloo): two processes run, checkpoint once, resume exactly on the
+same world size and at all on another, and only rank 0 prints the summary."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, invoke
+from tests.stages.conftest import read_metrics
+
+
+def torchrun(command: str, settings: list[str], *extra: str, procs: int = 2) -> subprocess.CompletedProcess[str]:
+    """`torchrun --standalone --nproc_per_node procs cli.py <command>` with the tiny settings."""
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+            str(REPO / "cli.py"), command, "--config", str(REPO / "pipeline.toml"), *extra]
+    for s in settings:
+        args += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+
+
+def summaries(stdout: str) -> list[dict]:
+    return [json.loads(ln) for ln in stdout.splitlines() if ln.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def two_rank_run(extracted: tuple[Path, list[str], dict], tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[list[str], Path]:
+    run, settings, _ = extracted
+    base = settings + [f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=6", "train.checkpoint_every=2"]
+    full = tmp_path_factory.mktemp("ddp") / "full"
+    done = torchrun("distill", base + [f"run.dir={full}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return base, full
+
+
+def test_two_processes_distill_and_rank_zero_alone_writes(two_rank_run: tuple[list[str], Path]) -> None:
+    _, full = two_rank_run
+    rows = read_metrics(full / "metrics.csv")
+    assert [r["step"] for r in rows] == [str(s) for s in range(1, 7)]
+    ckpts = sorted(p.name for p in (full / "checkpoints").iterdir())
+    assert ckpts == ["checkpoint_00000004.pt", "checkpoint_00000006.pt"]
+    state = torch.load(full / "checkpoints" / "checkpoint_00000006.pt", map_location="cpu", weights_only=False)
+    assert state["world_size"] == 2 and state["step"] == 6
+    assert not any(k.startswith("module.") for k in state["modules"]["student"])  # the inner module's weights
+    assert (full / "backbone.pth").exists() and json.loads((full / "distill.json").read_text())["steps"] == 6
+
+
+def test_two_process_resume_repeats_the_uninterrupted_losses(two_rank_run: tuple[list[str], Path],
+                                                             tmp_path: Path) -> None:
+    base, full = two_rank_run
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "checkpoint_00000004.pt", part / "checkpoints")
+    done = torchrun("distill", base + [f"run.dir={part}"], "--resume")
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = summaries(done.stdout)
+    assert len(found) == 1 and found[0]["steps"] == 6  # one summary: rank 0's
+    want = {r["step"]: r for r in read_metrics(full / "metrics.csv")}
+    got = read_metrics(part / "metrics.csv")
+    assert [r["step"] for r in got] == ["5", "6"]
+    for r in got:
+        for key in ("loss", "margin", "fcd", "sdc"):
+            assert float(r[key]) == pytest.approx(float(want[r["step"]][key]), abs=1e-6), (r["step"], key)
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(two_rank_run: tuple[list[str], Path],
+                                                         tmp_path: Path) -> None:
+    base, full = two_rank_run
+    part = tmp_path / "one"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "checkpoint_00000004.pt", part / "checkpoints")
+    code, out, summary = invoke("distill", base + [f"run.dir={part}"], "--resume")
+    assert code == 0, out
+    assert summary is not None and summary["steps"] == 6
+    assert [r["step"] for r in read_metrics(part / "metrics.csv")] == ["5", "6"]

@@ -1,0 +1,42 @@
+"""`stages.training.step`: under torchrun every rank writes every rank's bank entries, in rank order, and the
+plan position moves one batch per rank each step."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+
+from stages.training.bank import FeatureBank
+from stages.training.step import advance, update_bank
+
+
+@dataclass
+class TwoRanks:
+    """Rank 0 of two, whose peer sent `other` (each tensor as `all_gather` would receive it)."""
+
+    other: dict[int, torch.Tensor]
+    world: int = 2
+    active: bool = True
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tensor, self.other[tensor.shape[1]]])
+
+
+def test_bank_takes_every_ranks_entries_in_rank_order() -> None:
+    mine = {"labels": torch.tensor([0, 1]), "rows": torch.tensor([10, 20]), "flips": torch.tensor([0, 1])}
+    peer_meta = torch.tensor([[1, 21, 0], [2, 30, 1]])  # labels, rows, flips of the other rank's batch
+    peer_emb = torch.full((2, 4), 0.5)
+    run = SimpleNamespace(bank=FeatureBank(3, 2, 4, max_age=10), step=7, dist=TwoRanks({3: peer_meta, 4: peer_emb}))
+    update_bank(run, mine, torch.ones(2, 4))  # type: ignore[arg-type]
+    assert run.bank.rows.tolist() == [[10, -1], [20, 21], [30, -1]]
+    assert run.bank.flips.tolist() == [[0, 0], [1, 0], [1, 0]]
+    assert torch.equal(run.bank.emb[1], torch.tensor([[1.0] * 4, [0.5] * 4]))
+    assert run.bank.steps[2, 0] == 7
+
+
+def test_advance_moves_one_plan_batch_per_rank() -> None:
+    run = SimpleNamespace(step=0, position=0, epoch=0, images_seen=0, sampler=[0] * 5, dist=SimpleNamespace(world=2))
+    for _ in range(3):
+        advance(run, 8)  # type: ignore[arg-type]
+    assert (run.step, run.epoch, run.position, run.images_seen) == (3, 1, 0, 24)  # positions 0, 2, 4 -> next epoch
