@@ -45,7 +45,7 @@ def _setup_logging() -> None:
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs at INFO on every import
 
 
-DISTRIBUTED_COMMANDS = ("train", "distill")  # the commands `torchrun` may start (stage two, DDP)
+DISTRIBUTED_COMMANDS = ("extract", "train", "distill")  # the commands `torchrun` may start
 
 
 def emit_summary(summary: dict[str, Any], run_dir: str | Path, command: str) -> None:

@@ -1,4 +1,4 @@
-"""`distill` in one process against `torchrun --nproc_per_node N` on the same cache: images per second.
+"""`extract` and `distill` in one process against `torchrun --nproc_per_node N`: images per second.
 
     python bench/torchrun_scaling.py [--procs 2] [--steps 30] [--batch 64] [--image-size 32] [--rounds 2]
 
@@ -6,7 +6,8 @@ A random-weight IResNet-18 teacher (written here, `--image-size` input) is extra
 synthetic dataset with `cli.py extract`; then `cli.py distill` (MobileFaceNet student, `--batch` rows
 a process, `--steps` steps) runs alternately in one process and under `torchrun --standalone
 --nproc_per_node --procs` (gloo on the CPU, NCCL on a GPU machine), `--rounds` times each, in fresh run
-directories. Figures: each variant's median `images_per_s` from its summary (all processes together:
+directories; `extract` likewise into fresh cache files. Figures: each variant's median `images_per_s`
+from its summary (all processes together:
 the batch is per process, so N processes train N x `--batch` images a step, as arcface_torch counts
 them), and the ratio. On the CPU one process uses `--threads` torch threads and each of N processes
 `--threads` / N, so both use the same cores. The last stdout line is the JSON.
@@ -79,18 +80,27 @@ def main(argv: list[str] | None = None) -> None:
         torch.save(create_backbone("iresnet18", 64, image_size=args.image_size).state_dict(), root / "teacher.pth")
         base = settings(root, args)
         cli("extract", base, 1, args.threads)
-        speeds: dict[int, list[float]] = {1: [], args.procs: []}
+        speeds: dict[str, dict[int, list[float]]] = {c: {1: [], args.procs: []} for c in ("extract", "distill")}
         for r in range(args.rounds):
             for procs in (1, args.procs) if r % 2 == 0 else (args.procs, 1):
+                cache = f"cache.path={root / f'extract_{procs}_{r}.h5'}"
+                out = cli("extract", base + [f"run.dir={root / f'extract_{procs}_{r}'}", cache], procs, args.threads)
+                speeds["extract"][procs].append(float(out["images_per_s"]))
                 out = cli("distill", base + [f"run.dir={root / f'distill_{procs}_{r}'}"], procs, args.threads)
-                speeds[procs].append(float(out["images_per_s"]))
-    one, many = median(speeds[1]), median(speeds[args.procs])
-    print_table(f"distill: 1 process against {args.procs} under torchrun", ["processes", "images/s (median)", "runs"],
-                [[1, f"{one:.1f}", speeds[1]], [args.procs, f"{many:.1f}", speeds[args.procs]]])
-    emit_json({"procs": args.procs, "batch_per_process": args.batch, "steps": args.steps,
-               "image_size": args.image_size, "images_per_s_1": round(one, 1),
-               f"images_per_s_{args.procs}": round(many, 1), "ratio": round(many / one, 3), "runs": speeds,
-               "machine": machine_info(torch.device(args.device))})
+                speeds["distill"][procs].append(float(out["images_per_s"]))
+    figures: dict[str, Any] = {"procs": args.procs, "batch_per_process": args.batch, "steps": args.steps,
+                               "image_size": args.image_size, "runs": speeds,
+                               "machine": machine_info(torch.device(args.device))}
+    rows = []
+    for command, runs in speeds.items():
+        one, many = median(runs[1]), median(runs[args.procs])
+        rows.append([command, f"{one:.1f}", f"{many:.1f}", f"{many / one:.3f}"])
+        figures.update({f"{command}_images_per_s_1": round(one, 1),
+                        f"{command}_images_per_s_{args.procs}": round(many, 1),
+                        f"{command}_ratio": round(many / one, 3)})
+    print_table(f"1 process against {args.procs} under torchrun (medians)",
+                ["command", "images/s, 1", f"images/s, {args.procs}", "ratio"], rows)
+    emit_json(figures)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,15 @@
 from cache.identity import identity_csr
 from cache.index import build_index, default_nlist, load_index, save_index
 from cache.layout import FORMAT_VERSION
-from cache.paths import cache_file, config_path, index_checksum_path, index_path, partial_path, quality_path
+from cache.paths import (
+    cache_file,
+    config_path,
+    index_checksum_path,
+    index_path,
+    partial_path,
+    quality_path,
+    shard_path,
+)
 from cache.positives import build_positives
 from cache.quality import quality_report
 from cache.reader import TeacherCache
@@ -11,5 +19,5 @@ from cache.writer import CacheWriter
 __all__ = [
     "FORMAT_VERSION", "CacheWriter", "TeacherCache", "build_index", "build_positives", "default_nlist",
     "identity_csr", "load_index", "partial_path", "quality_report", "save_index", "cache_file", "config_path",
-    "index_checksum_path", "index_path", "quality_path",
+    "index_checksum_path", "index_path", "quality_path", "shard_path",
 ]

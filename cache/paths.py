@@ -19,6 +19,12 @@ def partial_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
+def shard_path(path: str | os.PathLike[str], rank: int, world: int) -> Path:
+    """One rank's share of a sharded extraction: `teacher.h5` -> `teacher.shard1-of-8.h5` (its work file beside)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.shard{rank}-of-{world}{path.suffix}")
+
+
 def index_path(path: str | os.PathLike[str]) -> Path:
     """The FAISS index beside the cache: `teacher.h5` -> `teacher.faiss`."""
     return Path(path).with_suffix(".faiss")

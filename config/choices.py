@@ -126,6 +126,7 @@ RANGES: dict[str, Range] = {
     "train.identities_per_batch": NON_NEGATIVE, "train.images_per_identity": Range(2),
     "train.random_share": Range(0, 1), "train.lr": POSITIVE, "train.momentum": FRACTION,
     "train.weight_decay": NON_NEGATIVE, "train.warmup_steps": NON_NEGATIVE, "train.gamma": POSITIVE,
+    "train.grad_accum": AT_LEAST_ONE,
     "train.grad_clip": NON_NEGATIVE, "train.checkpoint_every": AT_LEAST_ONE, "train.log_every": AT_LEAST_ONE,
     "train.eval_every": NON_NEGATIVE,
     "eval.batch_size": AT_LEAST_ONE, "eval.nfolds": Range(2), "eval.n_boot": AT_LEAST_ONE,

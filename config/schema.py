@@ -165,6 +165,7 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [0.6, 0.85])  # fractions of steps
     gamma: float = 0.1
     grad_clip: float = 5.0
+    grad_accum: int = 1  # batches a process trains on per optimiser step (their gradients summed, each loss / N)
     amp: str = "auto"  # auto | none | bf16 | fp16
     checkpoint_every: int = 500
     log_every: int = 20

@@ -2,6 +2,13 @@
 
 Decoding runs in DataLoader workers while the main process runs the teacher; embeddings of the image
 and of its horizontal flip are written in blocks, with the `done` mask making the run resumable.
+
+Under `torchrun --nproc_per_node N` each rank runs the teacher over its own contiguous share of rows
+(`shard_range`: shares are whole teacher batches, so every image meets the same batch as in one
+process) into its own shard work file, `teacher.shard<r>-of-<N>.h5.partial`, resumable like the single
+file. When every rank is done, rank 0 merges the shards into the one cache file (a plain HDF5 file, no
+virtual datasets: readers and checksums stay as they are), builds positives, index and report once,
+and deletes the shards. The cache then equals a one-process extraction's bit for bit.
 """
 from __future__ import annotations
 
@@ -30,11 +37,14 @@ from cache import (
     quality_path,
     quality_report,
     save_index,
+    shard_path,
 )
 from cache.index import resolve_kind
 from cache.rows import SubsetRows
+from cache.shards import merge_shard, shard_range
 from checkpoints import seed_everything
 from common.atomic import atomic_write_text, remove_stale_temporaries
+from common.distributed import Dist, device_for
 from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, config_hash, save_resolved
 from models import Embedder, build_teacher
@@ -58,6 +68,11 @@ def cache_fingerprint(cfg: PipelineConfig, dataset_info: dict[str, Any],
     }
 
 
+def cache_attrs(cfg: PipelineConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The attributes a new cache (or shard) is written with: its fingerprint, the config hash, the tool version."""
+    return dict(fingerprint, config_hash=config_hash(cfg), tool_version=TOOL_VERSION)
+
+
 def _embed_views(teacher: Embedder, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Unit-norm teacher views of the images and their horizontal flips, [B, 2, D], and their norms [B, 2]."""
     views = teacher.embed_views(images)
@@ -74,6 +89,8 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
         raise ConfigError(f"data set '{cfg.data.root or cfg.data.format}' (data.root) holds no images")
     resolve_kind(cfg.cache.index, n, cfg.teacher.embedding_size, cfg.cache.pq_m)  # refuse a bad pq_m now
     device = resolve_device(cfg.run.device)
+    dist = Dist.from_env(device.type)
+    device = device_for(device, dist)
     teacher = build_teacher(cfg.teacher, cfg.data.image_size, str(device))
     out = cache_file(cfg.cache.path, cfg.run.dir)
     idx_file = index_path(out)
@@ -81,46 +98,94 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
     fingerprint = cache_fingerprint(cfg, dict(dataset.describe(), image_size=cfg.data.image_size),
                                     teacher.fingerprint())
 
-    for final in (out, partial_path(out)):  # temporaries of killed writes (a finalisation copy: the cache's size)
-        remove_stale_temporaries(final)
+    if dist.main:
+        for final in (out, partial_path(out)):  # temporaries of killed writes (a finalisation copy: the cache's size)
+            remove_stale_temporaries(final)
     if out.exists():
-        with TeacherCache(out, in_ram="never", verify="full") as existing:
-            existing.check_matches(fingerprint)
-            rows_done = existing.rows_done
-        problem = _index_problem(idx_file)
-        if problem or not report_file.exists():
-            if problem:
-                log.warning("%s; building it again from the cache", problem)
-            _index_and_report(cfg, out, idx_file, report_file)
-        else:
-            log.info("cache %s is complete, intact and matches this teacher and data: nothing to do", out)
-        return _summary(out, idx_file, report_file, rows_done, n - rows_done, 0.0, reused=True)
+        dist.close()  # rank 0 checks and reuses it alone
+        rows_done = _reuse(cfg, out, fingerprint) if dist.main else 0
+        return _summary(out, idx_file, report_file, rows_done, n - rows_done if dist.main else 0, 0.0, reused=True)
 
+    attrs = cache_attrs(cfg, fingerprint)
+    if dist.active:
+        start = time.perf_counter()
+        pending_n = extract_shard(cfg, dataset, attrs, teacher, out, dist, device, strict)
+        elapsed = time.perf_counter() - start
+        dist.close()  # every shard is written
+        if not dist.main:
+            return _summary(out, idx_file, report_file, 0, 0, elapsed, reused=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out.parent, config_path(out).name)
-    attrs = dict(fingerprint, config_hash=config_hash(cfg), tool_version=TOOL_VERSION)
     writer = CacheWriter.open(out, n_rows=n, dim=cfg.teacher.embedding_size, dtype=cfg.cache.dtype,
                               labels=dataset.labels, keys=dataset.keys, attrs=attrs,
                               chunk_rows=cfg.cache.chunk_rows)
-    pending = writer.pending_rows()
-    log.info("extract: %d rows, %d pending, teacher %s on %s", n, len(pending), cfg.teacher.arch, device)
-    start = time.perf_counter()
     try:
-        embed_rows(writer, dataset, pending, teacher, cfg, device, strict)
-        elapsed = time.perf_counter() - start
+        if dist.active:
+            for rank in range(dist.world):  # rank 0, once every rank has written its share
+                start, stop = shard_range(n, dist.world, rank, cfg.teacher.batch_size)
+                if start < stop:
+                    merge_shard(writer, partial_path(shard_path(out, rank, dist.world)), start)
+        else:
+            pending = writer.pending_rows()
+            pending_n = len(pending)
+            log.info("extract: %d rows, %d pending, teacher %s on %s", n, len(pending), cfg.teacher.arch, device)
+            start = time.perf_counter()
+            embed_rows(writer, dataset, pending, teacher, cfg, device, strict)
+            elapsed = time.perf_counter() - start
         done = finalize(writer, dataset, cfg)
     except BaseException:
         writer.close()
         raise
+    for rank in range(dist.world if dist.active else 0):
+        partial_path(shard_path(out, rank, dist.world)).unlink(missing_ok=True)
     _index_and_report(cfg, out, idx_file, report_file)
     rows_done = int(done.sum())
     log.info("wrote %s (%d rows, %d skipped) in %.1fs", out, rows_done, n - rows_done, elapsed)
     return _summary(out, idx_file, report_file, rows_done, n - rows_done, elapsed,
-                    reused=False, images_per_s=len(pending) / max(elapsed, 1e-9))
+                    reused=False, images_per_s=pending_n * max(1, dist.world) / max(elapsed, 1e-9))
+
+
+def _reuse(cfg: PipelineConfig, out: Path, fingerprint: dict[str, Any]) -> int:
+    """Check a finished cache fully against this run, rebuild a missing or changed index or report; rows done."""
+    with TeacherCache(out, in_ram="never", verify="full") as existing:
+        existing.check_matches(fingerprint)
+        rows_done = existing.rows_done
+    idx_file, report_file = index_path(out), quality_path(out)
+    problem = _index_problem(idx_file)
+    if problem or not report_file.exists():
+        if problem:
+            log.warning("%s; building it again from the cache", problem)
+        _index_and_report(cfg, out, idx_file, report_file)
+    else:
+        log.info("cache %s is complete, intact and matches this teacher and data: nothing to do", out)
+    return rows_done
+
+
+def extract_shard(cfg: PipelineConfig, dataset: Any, attrs: dict[str, Any], teacher: Embedder, out: Path,
+                  dist: Dist, device: torch.device, strict: bool) -> int:
+    """This rank's share of the rows into its shard work file (resumable); returns the rows it embedded."""
+    start, stop = shard_range(len(dataset), dist.world, dist.rank, cfg.teacher.batch_size)
+    if start == stop:
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shard = CacheWriter.open(shard_path(out, dist.rank, dist.world), n_rows=stop - start,
+                             dim=cfg.teacher.embedding_size, dtype=cfg.cache.dtype,
+                             labels=dataset.labels[start:stop], keys=dataset.keys[start:stop], attrs=attrs,
+                             chunk_rows=cfg.cache.chunk_rows)
+    pending = shard.pending_rows() + start
+    log.warning("extract rank %d of %d: rows %d..%d, %d pending", dist.rank, dist.world, start, stop - 1,
+                len(pending))
+    try:
+        embed_rows(shard, dataset, pending, teacher, cfg, device, strict, offset=start)
+    finally:
+        shard.close()
+    return len(pending)
 
 
 def embed_rows(writer: CacheWriter, dataset: Any, pending: np.ndarray, teacher: Embedder, cfg: PipelineConfig,
-               device: torch.device, strict: bool) -> None:
-    """Run the teacher over the `pending` rows (decoded in `data.workers` workers) and write both views."""
+               device: torch.device, strict: bool, offset: int = 0) -> None:
+    """Run the teacher over the `pending` dataset rows (decoded in `data.workers` workers) and write both views
+    (at row - `offset` of the writer: a shard's rows start at its share's first row)."""
     if not len(pending):
         return
     loader = DataLoader(ImageRows(dataset, pending), batch_size=cfg.teacher.batch_size, shuffle=False,
@@ -137,7 +202,7 @@ def embed_rows(writer: CacheWriter, dataset: Any, pending: np.ndarray, teacher: 
         if ok.any():
             units, norms = _embed_views(teacher, images[ok])
             check_outputs(norms, rows[ok].numpy(), dataset.keys)
-            writer.write(rows[ok].numpy(), units, norms)
+            writer.write(rows[ok].numpy() - offset, units, norms)
         bar.update(len(rows))
     bar.close()
 

@@ -31,6 +31,6 @@ def test_usage_error_is_exit_2() -> None:
 def test_single_process_commands_refuse_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    code, out, _ = invoke("extract", tiny_settings(tmp_path))
-    assert code == 2 and "`extract` runs in one process" in out and "train and distill" in out
+    code, out, _ = invoke("evaluate", tiny_settings(tmp_path))
+    assert code == 2 and "`evaluate` runs in one process" in out and "extract and train and distill" in out
     assert not (tmp_path / "cache").exists()

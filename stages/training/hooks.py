@@ -170,7 +170,7 @@ class MetricsLogger(Hook):
         now = time.perf_counter()
         ips = self.window_n / max(now - self.window_t, 1e-9)
         row["images_per_s"] = ips
-        eta = (run.total - run.step) * run.cfg.train.batch_size * run.dist.world / max(ips, 1e-9)
+        eta = (run.total - run.step) * run.cfg.train.batch_size * run.batches_per_step / max(ips, 1e-9)
         stats = {k: row[k] for k in ("ts_cos", "intra_teacher", "intra_student") if k in row}
         log.info("step %d/%d loss %.4f %s lr %.4g %.1f img/s%s eta %s", run.step, run.total, row["loss"],
                   " ".join(f"{k} {row[k]:.4f}" for k in terms), row["lr"], ips,

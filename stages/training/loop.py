@@ -65,7 +65,10 @@ def run_loop(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: boo
     start = time.perf_counter()
     out: StepOutput | None = None
     for batch in batches(run):
-        out = train_step(run, batch)
+        done = train_step(run, batch)
+        if done is None:  # a batch of a step that accumulates more (train.grad_accum)
+            continue
+        out = done
         for hook in hooks:
             hook.after_step(run, out)
     elapsed = time.perf_counter() - start

@@ -85,15 +85,22 @@ class Run:
     teacher_centres: torch.Tensor | None = None  # [C, D_t] MarginDistillation's frozen centres (run dir file)
     dist: Dist = field(default_factory=Dist)  # this process's rank in a torchrun launch (a world of one without)
     nets: dict[str, nn.Module] = field(default_factory=dict)  # `modules` as the step calls them (DDP under torchrun)
+    micro: int = 0  # batches of the current optimiser step done (train.grad_accum > 1)
+    partial: list[Any] = field(default_factory=list)  # their StepOutputs, averaged when the step completes
 
     @property
     def distill(self) -> bool:
         return self.inputs.provider is not None
 
     @property
+    def batches_per_step(self) -> int:
+        """Plan batches one optimiser step consumes: `train.grad_accum` on each rank."""
+        return self.dist.world * self.cfg.train.grad_accum
+
+    @property
     def per_epoch(self) -> int:
-        """Optimiser steps per epoch: every rank trains on one batch of the plan each step."""
-        return math.ceil(len(self.sampler) / self.dist.world)
+        """Optimiser steps per epoch: every rank trains on `train.grad_accum` batches of the plan each step."""
+        return math.ceil(len(self.sampler) / self.batches_per_step)
 
     @property
     def run_dir(self) -> Path:
@@ -222,7 +229,8 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     device = device_for(device, dist)
     labels, num_classes = _checked_labels(inputs.dataset)
     sampler, p = build_sampler(cfg, inputs, labels)
-    total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler) / dist.world))
+    per_step = dist.world * cfg.train.grad_accum  # plan batches an optimiser step consumes
+    total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler) / per_step))
     modules = build_modules(cfg, inputs, num_classes, device)
     sdc = step_method(cfg, distill) == "icd" and cfg.loss.sdc_weight > 0
     if sdc:
@@ -239,7 +247,7 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
         optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
         autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp),
         weights=weights, sampler=sampler, total=total,
-        sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler) / dist.world)),
+        sdc_start=int(round(cfg.icd.warmup_epochs * len(sampler) / per_step)),
         num_classes=num_classes, identities_per_batch=p,
         method_state=initial_method_state(cfg, distill, num_classes, inputs.teacher_dim, device), dist=dist,
     )
@@ -364,7 +372,7 @@ def restore(run: Run, candidates: list[Path]) -> None:
     if world != run.dist.world:
         if not run.cfg.train.steps:  # the epochs left, in steps of this launch's world
             left = run.cfg.train.epochs * len(run.sampler) - (run.epoch * len(run.sampler) + run.position)
-            run.total = run.step + max(0, math.ceil(left / run.dist.world))
+            run.total = run.step + max(0, math.ceil(left / run.batches_per_step))
         log.warning("%s was written by %d process(es), resumed on %d: the epoch goes on from plan batch %d, "
                     "but the data order and RNG streams differ from an uninterrupted run", path.name, world,
                     run.dist.world, run.position)

@@ -13,6 +13,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from losses import weighted_sum
 from models.preprocess import student_input
@@ -30,10 +31,16 @@ class StepOutput:
     images: int
 
 
-def optimizer_step(run: Run, loss: torch.Tensor) -> None:
-    """Backward (scaled under fp16), optional gradient clipping, optimiser and scheduler step."""
-    run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+def backward(run: Run, loss: torch.Tensor) -> None:
+    """Backward of one batch's loss / `train.grad_accum` (scaled under fp16), gradients summed into the step's;
+    the first batch of a step clears them first."""
+    if run.micro == 0:
+        run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss / run.cfg.train.grad_accum).backward()
+
+
+def optimizer_step(run: Run) -> None:
+    """Optional gradient clipping, optimiser and scheduler step, on the gradients `backward` summed."""
     if run.cfg.train.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.parameters(), run.cfg.train.grad_clip)
@@ -43,8 +50,7 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
 
 
 def advance(run: Run, images: int) -> None:
-    """Count the step (one plan batch per rank); the plan's end starts the next epoch."""
-    run.step += 1
+    """Count a trained batch (one plan batch per rank); the plan's end starts the next epoch."""
     run.position += run.dist.world
     run.images_seen += images
     if run.position >= len(run.sampler):
@@ -52,7 +58,7 @@ def advance(run: Run, images: int) -> None:
 
 
 def update_bank(run: Run, batch: dict[str, torch.Tensor], emb: torch.Tensor) -> None:
-    """Write the step's entries into the feature bank after the loss; under torchrun every rank writes every
+    """Write the batch's entries into the feature bank after the loss; under torchrun every rank writes every
     rank's entries, in rank order, so all copies of the bank stay equal (the bank is not sharded)."""
     assert run.bank is not None
     labels, rows, flips = batch["labels"], batch["rows"], batch["flips"]
@@ -62,21 +68,54 @@ def update_bank(run: Run, batch: dict[str, torch.Tensor], emb: torch.Tensor) -> 
     run.bank.update(labels, rows, flips, emb, run.step)
 
 
-def train_step(run: Run, batch: dict[str, torch.Tensor]) -> StepOutput:
-    """Forward, the method's terms, backward, step and bank update for one batch; advances `run` by one step."""
+def gradient_sync(run: Run, last: bool) -> contextlib.ExitStack[bool | None]:
+    """Under torchrun, DDP's all-reduce only on a step's last batch (`no_sync` on the ones before it)."""
+    stack = contextlib.ExitStack()
+    if not last:
+        for net in run.nets.values():
+            if isinstance(net, DistributedDataParallel):
+                stack.enter_context(net.no_sync())
+    return stack
+
+
+def mean_output(parts: list[StepOutput]) -> StepOutput:
+    """One step's numbers from its batches' (`train.grad_accum` > 1): means, and the images summed."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def mean(values: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(values).mean()
+
+    return StepOutput(mean([p.loss for p in parts]), {k: mean([p.terms[k] for p in parts]) for k in parts[0].terms},
+                      {k: mean([p.stats[k] for p in parts]) for k in parts[0].stats}, sum(p.images for p in parts))
+
+
+def train_step(run: Run, batch: dict[str, torch.Tensor]) -> StepOutput | None:
+    """Forward, the method's terms, backward and bank update for one batch; on a step's last batch
+    (every batch unless `train.grad_accum` > 1) the optimiser step, which advances `run.step` and returns
+    the step's numbers (None before it)."""
+    last = run.micro == run.cfg.train.grad_accum - 1
     images = batch["images"].to(run.device, non_blocking=True)
     labels = batch["labels"].to(run.device, non_blocking=True)
     rows = batch["rows"].to(run.device)
     ctx = torch.autocast(run.device.type, dtype=run.autocast_dtype) if run.autocast_dtype else contextlib.nullcontext()
-    with ctx:
-        feats = run.nets["student"](student_input(images))
-    x = step_inputs(run, feats, labels, rows, batch)
-    terms = step_terms(run, x)
-    stats = step_stats(x)
-    loss = weighted_sum(terms, run.weights)
-    optimizer_step(run, loss)
+    with gradient_sync(run, last):
+        with ctx:
+            feats = run.nets["student"](student_input(images))
+        x = step_inputs(run, feats, labels, rows, batch)
+        terms = step_terms(run, x)
+        stats = step_stats(x)
+        loss = weighted_sum(terms, run.weights)
+        backward(run, loss)
     if run.bank is not None:
         update_bank(run, batch, x.emb.detach())
     images_all = len(labels) * run.dist.world
     advance(run, images_all)
-    return StepOutput(loss.detach(), {k: v.detach() for k, v in terms.items()}, stats, images_all)
+    run.partial.append(StepOutput(loss.detach(), {k: v.detach() for k, v in terms.items()}, stats, images_all))
+    if not last:
+        run.micro += 1
+        return None
+    optimizer_step(run)
+    out = mean_output(run.partial)
+    run.step, run.micro, run.partial = run.step + 1, 0, []
+    return out

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import invoke, tiny_settings
+from tests.conftest import REPO, invoke, tiny_settings
 
 
 def test_extract_writes_complete_cache_and_summary(extracted: tuple[Path, list[str], dict]) -> None:
@@ -154,3 +154,40 @@ def test_a_pq_size_that_does_not_divide_the_embedding_is_refused_before_the_teac
                           + ['cache.index="ivfpq"', "cache.pq_m=7"])
     assert code == 2 and "cache.pq_m" in out and "32" in out
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_a_two_process_extract_equals_the_one_process_cache_bit_for_bit(tmp_path: Path, teacher_weights: Path) -> None:
+    from cache import cache_file
+    from common.distributed import Dist
+    from config import load_config
+    from models import build_teacher
+    from readers import build_dataset
+    from stages.extract import cache_attrs, cache_fingerprint, extract_shard
+    from tests.helpers.torchrun import summaries, torchrun
+
+    def settings(name: str) -> list[str]:
+        return tiny_settings(tmp_path / name, teacher_weights) + ["cache.dtype=float16", "teacher.batch_size=8"]
+
+    code, out, one = invoke("extract", settings("one"))
+    assert code == 0, out
+    # rank 1's share written before the launch, as an interrupted launch leaves it: the launch resumes it
+    cfg = load_config(REPO / "pipeline.toml", settings("two"))
+    dataset, teacher = build_dataset(cfg.data), build_teacher(cfg.teacher, cfg.data.image_size, "cpu")
+    attrs = cache_attrs(cfg, cache_fingerprint(cfg, dict(dataset.describe(), image_size=cfg.data.image_size),
+                                               teacher.fingerprint()))
+    out_file = cache_file(cfg.cache.path, cfg.run.dir)
+    assert extract_shard(cfg, dataset, attrs, teacher, out_file, Dist(1, 2), torch.device("cpu"), False) == 24
+    done = torchrun("extract", settings("two"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rows 24..47, 0 pending" in done.stderr  # rank 1 found its share done
+    found = summaries(done.stdout)
+    assert len(found) == 1 and found[0]["rows"] == one["rows"] == 48
+    two = tmp_path / "two" / "cache"
+    assert sorted(p.name for p in two.iterdir() if "shard" in p.name) == []  # shards merged and removed
+    with h5py.File(one["cache"], "r") as a, h5py.File(found[0]["cache"], "r") as b:
+        assert set(a) == set(b)
+        for name in a:
+            assert a[name].dtype == b[name].dtype and np.array_equal(a[name][()], b[name][()]), name
+        for attr in ("teacher", "dataset", "embedding_dim", "dtype"):  # the fingerprint (run.dir differs)
+            assert a.attrs[attr] == b.attrs[attr], attr
+    assert Path(found[0]["index"]).exists() and Path(found[0]["report"]).exists()

@@ -3,31 +3,15 @@ same world size and at all on another, and only rank 0 prints the summary."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, invoke
+from tests.conftest import invoke
+from tests.helpers.torchrun import summaries, torchrun
 from tests.stages.conftest import read_metrics
-
-
-def torchrun(command: str, settings: list[str], *extra: str, procs: int = 2) -> subprocess.CompletedProcess[str]:
-    """`torchrun --standalone --nproc_per_node procs cli.py <command>` with the tiny settings."""
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
-            str(REPO / "cli.py"), command, "--config", str(REPO / "pipeline.toml"), *extra]
-    for s in settings:
-        args += ["--set", s]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
-
-
-def summaries(stdout: str) -> list[dict]:
-    return [json.loads(ln) for ln in stdout.splitlines() if ln.startswith("{")]
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +65,11 @@ def test_a_two_process_checkpoint_resumes_in_one_process(two_rank_run: tuple[lis
     assert code == 0, out
     assert summary is not None and summary["steps"] == 6
     assert [r["step"] for r in read_metrics(part / "metrics.csv")] == ["5", "6"]
+
+
+def test_two_processes_accumulate_gradients(two_rank_run: tuple[list[str], Path], tmp_path: Path) -> None:
+    base, _ = two_rank_run
+    done = torchrun("train", base + [f"run.dir={tmp_path / 'accum'}", "train.grad_accum=2", "train.steps=3"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert summaries(done.stdout)[0]["steps"] == 3
+    assert [r["step"] for r in read_metrics(tmp_path / "accum" / "metrics.csv")] == ["1", "2", "3"]

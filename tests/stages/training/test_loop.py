@@ -249,3 +249,30 @@ def test_margin_weight_zero_distills_without_the_head(extracted: tuple[Path, lis
                                                "loss.margin_weight=0.0"])
     assert code == 2 and "'loss.margin_weight'" in out, out
     assert not (tmp_path / "train" / "metrics.csv").exists()
+
+
+def test_gradient_accumulation_counts_optimiser_steps_and_resumes_exactly(
+        extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    run, settings, _ = extracted
+    base = settings + [f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=4", "train.checkpoint_every=2",
+                       "train.grad_accum=2"]
+    full = tmp_path / "full"
+    code, out, summary = invoke("distill", base + [f"run.dir={full}"])
+    assert code == 0, out
+    assert summary is not None and summary["steps"] == 4
+    state = load_checkpoint(full / "checkpoints" / "checkpoint_00000002.pt")
+    plan = 3  # 48 rows in batches of 16: four batches trained by step 2 are one epoch and one batch
+    assert (state["epoch"], state["position"]) == (4 // plan, 4 % plan)
+    single = tmp_path / "single"
+    assert invoke("distill", settings + [f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=4",
+                                         f"run.dir={single}"])[0] == 0
+    want = read_metrics(full / "metrics.csv")
+    assert [r["step"] for r in want] == ["1", "2", "3", "4"]
+    assert float(want[1]["loss"]) != pytest.approx(float(read_metrics(single / "metrics.csv")[1]["loss"]), abs=1e-6)
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "checkpoint_00000002.pt", part / "checkpoints")
+    code, out, _ = invoke("distill", base + [f"run.dir={part}"], "--resume")
+    assert code == 0, out
+    for r, w in zip(read_metrics(part / "metrics.csv"), want[2:], strict=True):
+        assert r["step"] == w["step"] and float(r["loss"]) == pytest.approx(float(w["loss"]), abs=1e-6)

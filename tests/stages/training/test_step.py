@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import torch
 
 from stages.training.bank import FeatureBank
-from stages.training.step import advance, update_bank
+from stages.training.step import advance, backward, update_bank
 
 
 @dataclass
@@ -35,8 +35,27 @@ def test_bank_takes_every_ranks_entries_in_rank_order() -> None:
     assert run.bank.steps[2, 0] == 7
 
 
-def test_advance_moves_one_plan_batch_per_rank() -> None:
+def test_advance_moves_one_plan_batch_per_rank_and_leaves_the_step_count() -> None:
     run = SimpleNamespace(step=0, position=0, epoch=0, images_seen=0, sampler=[0] * 5, dist=SimpleNamespace(world=2))
     for _ in range(3):
         advance(run, 8)  # type: ignore[arg-type]
-    assert (run.step, run.epoch, run.position, run.images_seen) == (3, 1, 0, 24)  # positions 0, 2, 4 -> next epoch
+    assert (run.step, run.epoch, run.position, run.images_seen) == (0, 1, 0, 24)  # positions 0, 2, 4 -> next epoch
+
+
+def test_accumulated_gradient_is_the_mean_of_the_batches_gradients() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    xs = [torch.randn(4, 3), torch.randn(4, 3)]
+    want = []
+    for x in xs:
+        net.zero_grad()
+        net(x).square().sum().backward()
+        want.append(net.weight.grad.clone())
+    net.weight.grad = torch.full_like(net.weight, 9.0)  # a stale gradient from the step before
+    run = SimpleNamespace(micro=0, optimizer=torch.optim.SGD(net.parameters(), lr=1.0),
+                          scaler=torch.amp.GradScaler("cpu", enabled=False),
+                          cfg=SimpleNamespace(train=SimpleNamespace(grad_accum=2)))
+    for micro, x in enumerate(xs):
+        run.micro = micro
+        backward(run, net(x).square().sum())  # type: ignore[arg-type]
+    torch.testing.assert_close(net.weight.grad, (want[0] + want[1]) / 2)
