@@ -81,7 +81,7 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
         try:
             if env_world() > 1 and command not in DISTRIBUTED_COMMANDS:
                 raise ConfigError(f"`{command}` runs in one process; under torchrun (WORLD_SIZE = {env_world()}) "
-                                  f"only {' and '.join(DISTRIBUTED_COMMANDS)} run, so start it with `python cli.py`")
+                                  f"only {', '.join(DISTRIBUTED_COMMANDS)} run there; start it with `python cli.py`")
             cfg = load_config(config_path, overrides)
             summary = fn(cfg, **kwargs)
         except ConfigError as e:

@@ -173,8 +173,8 @@ def extract_shard(cfg: PipelineConfig, dataset: Any, attrs: dict[str, Any], teac
                              labels=dataset.labels[start:stop], keys=dataset.keys[start:stop], attrs=attrs,
                              chunk_rows=cfg.cache.chunk_rows)
     pending = shard.pending_rows() + start
-    log.warning("extract rank %d of %d: rows %d..%d, %d pending", dist.rank, dist.world, start, stop - 1,
-                len(pending))
+    log.log(logging.INFO if dist.main else logging.WARNING,  # other ranks' logs show warnings only
+            "extract rank %d of %d: rows %d..%d, %d pending", dist.rank, dist.world, start, stop - 1, len(pending))
     try:
         embed_rows(shard, dataset, pending, teacher, cfg, device, strict, offset=start)
     finally:

@@ -32,5 +32,5 @@ def test_single_process_commands_refuse_torchrun(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     code, out, _ = invoke("evaluate", tiny_settings(tmp_path))
-    assert code == 2 and "`evaluate` runs in one process" in out and "extract and train and distill" in out
+    assert code == 2 and "`evaluate` runs in one process" in out and "extract, train, distill run there" in out
     assert not (tmp_path / "cache").exists()
