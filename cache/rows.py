@@ -23,13 +23,8 @@ def row_blocks(rows: np.ndarray, chunk_rows: int) -> Iterator[tuple[int, int, in
 
     Yields (first row, end row exclusive, position of the first row in `rows`).
     """
-    if len(rows) == 0:
-        return
-    cut = (np.diff(rows) != 1) | (rows[1:] // chunk_rows != rows[:-1] // chunk_rows)
-    starts = np.concatenate([[0], np.flatnonzero(cut) + 1])
-    ends = np.concatenate([starts[1:], [len(rows)]])
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield int(rows[s]), int(rows[e - 1]) + 1, s
+    for start, stop, at, _ in read_spans(rows, chunk_rows, 0):
+        yield start, stop, at
 
 
 def read_spans(rows: np.ndarray, chunk_rows: int, gap: int) -> Iterator[tuple[int, int, int, int]]:
