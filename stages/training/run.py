@@ -207,9 +207,16 @@ def build_optimizer(cfg: PipelineConfig, params: list[nn.Parameter],
                                                      weight_decay=tc.weight_decay)
     else:
         opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, total, tc.warmup_steps, tc.schedule, tc.milestones, tc.gamma))
-    return opt, sched
+    return opt, build_scheduler(cfg, opt, total)
+
+
+def build_scheduler(cfg: PipelineConfig, opt: torch.optim.Optimizer, total: int,
+                    step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The LR schedule over `total` steps (`train.schedule`), at `step` (> 0: a run resumed there)."""
+    tc = cfg.train
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, total, tc.warmup_steps, tc.schedule, tc.milestones, tc.gamma),
+        last_epoch=step - 1)
 
 
 def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bool = False,
@@ -373,6 +380,7 @@ def restore(run: Run, candidates: list[Path]) -> None:
         if not run.cfg.train.steps:  # the epochs left, in steps of this launch's world
             left = run.cfg.train.epochs * len(run.sampler) - (run.epoch * len(run.sampler) + run.position)
             run.total = run.step + max(0, math.ceil(left / run.batches_per_step))
+            run.scheduler = build_scheduler(run.cfg, run.optimizer, run.total, run.step)  # the new horizon
         log.warning("%s was written by %d process(es), resumed on %d: the epoch goes on from plan batch %d, "
                     "but the data order and RNG streams differ from an uninterrupted run", path.name, world,
                     run.dist.world, run.position)

@@ -73,3 +73,20 @@ def test_two_processes_accumulate_gradients(two_rank_run: tuple[list[str], Path]
     assert done.returncode == 0, done.stderr[-3000:]
     assert summaries(done.stdout)[0]["steps"] == 3
     assert [r["step"] for r in read_metrics(tmp_path / "accum" / "metrics.csv")] == ["1", "2", "3"]
+
+
+def test_an_epochs_run_resumed_on_another_world_size_ends_its_schedule_at_its_last_step(
+        two_rank_run: tuple[list[str], Path], tmp_path: Path) -> None:
+    base, _ = two_rank_run
+    epochs = base + ["train.steps=0", "train.epochs=2"]  # 3 plan batches an epoch: 3 steps on 2 ranks
+    done = torchrun("distill", epochs + [f"run.dir={tmp_path / 'two'}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    part = tmp_path / "one"
+    (part / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "two" / "checkpoints" / "checkpoint_00000002.pt", part / "checkpoints")
+    code, out, summary = invoke("distill", epochs + [f"run.dir={part}"], "--resume")
+    assert code == 0, out
+    # step 2 on 2 ranks ended epoch 0 (its second step's spare rank wrapped): epoch 1's 3 batches take 3 steps on 1
+    assert summary is not None and summary["steps"] == 5
+    rows = read_metrics(part / "metrics.csv")
+    assert [r["step"] for r in rows] == ["3", "4", "5"] and float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-12)
