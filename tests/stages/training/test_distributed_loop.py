@@ -1,5 +1,6 @@
 """`torchrun` for `train`/`distill` on the CPU (gloo): two processes run, checkpoint once, resume exactly on the
-same world size and at all on another, and only rank 0 prints the summary."""
+same world size and at all on another (with the LR schedule's new length), accumulate gradients, and only rank 0
+prints the summary."""
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
+from checkpoints import load_checkpoint
 from tests.conftest import invoke
 from tests.helpers.torchrun import summaries, torchrun
 from tests.stages.conftest import read_metrics
@@ -31,7 +32,7 @@ def test_two_processes_distill_and_rank_zero_alone_writes(two_rank_run: tuple[li
     assert [r["step"] for r in rows] == [str(s) for s in range(1, 7)]
     ckpts = sorted(p.name for p in (full / "checkpoints").iterdir())
     assert ckpts == ["checkpoint_00000004.pt", "checkpoint_00000006.pt"]
-    state = torch.load(full / "checkpoints" / "checkpoint_00000006.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(full / "checkpoints" / "checkpoint_00000006.pt")
     assert state["world_size"] == 2 and state["step"] == 6
     assert not any(k.startswith("module.") for k in state["modules"]["student"])  # the inner module's weights
     assert (full / "backbone.pth").exists() and json.loads((full / "distill.json").read_text())["steps"] == 6
