@@ -76,9 +76,9 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
                   help="Override a config key (repeatable); the value is read as TOML.")
     @functools.wraps(fn)
     def wrapper(config_path: str, overrides: tuple[str, ...], **kwargs: Any) -> None:
-        _setup_logging()
         command = fn.__name__.removeprefix("cmd_")
         try:
+            _setup_logging()  # reads RANK: a malformed one is a ConfigError like any other
             if env_world() > 1 and command not in DISTRIBUTED_COMMANDS:
                 raise ConfigError(f"`{command}` runs in one process; under torchrun (WORLD_SIZE = {env_world()}) "
                                   f"only {', '.join(DISTRIBUTED_COMMANDS)} run there; start it with `python cli.py`")

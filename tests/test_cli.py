@@ -34,3 +34,9 @@ def test_single_process_commands_refuse_torchrun(tmp_path: Path, monkeypatch: py
     code, out, _ = invoke("evaluate", tiny_settings(tmp_path))
     assert code == 2 and "`evaluate` runs in one process" in out and "extract, train, distill run there" in out
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_malformed_rank_variable_is_exit_2_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "zero")
+    code, out, _ = invoke("train", [])
+    assert code == 2 and "RANK" in out and "Traceback" not in out

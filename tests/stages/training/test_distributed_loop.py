@@ -15,6 +15,13 @@ from tests.helpers.torchrun import summaries, torchrun
 from tests.stages.conftest import read_metrics
 
 
+def resumable_copy(checkpoint: Path, run_dir: Path) -> Path:
+    """A fresh `run_dir` holding only `checkpoint`, as an interrupted run leaves it."""
+    (run_dir / "checkpoints").mkdir(parents=True)
+    shutil.copy(checkpoint, run_dir / "checkpoints")
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def two_rank_run(extracted: tuple[Path, list[str], dict], tmp_path_factory: pytest.TempPathFactory
                  ) -> tuple[list[str], Path]:
@@ -41,9 +48,7 @@ def test_two_processes_distill_and_rank_zero_alone_writes(two_rank_run: tuple[li
 def test_two_process_resume_repeats_the_uninterrupted_losses(two_rank_run: tuple[list[str], Path],
                                                              tmp_path: Path) -> None:
     base, full = two_rank_run
-    part = tmp_path / "part"
-    (part / "checkpoints").mkdir(parents=True)
-    shutil.copy(full / "checkpoints" / "checkpoint_00000004.pt", part / "checkpoints")
+    part = resumable_copy(full / "checkpoints" / "checkpoint_00000004.pt", tmp_path / "part")
     done = torchrun("distill", base + [f"run.dir={part}"], "--resume")
     assert done.returncode == 0, done.stderr[-3000:]
     found = summaries(done.stdout)
@@ -59,9 +64,7 @@ def test_two_process_resume_repeats_the_uninterrupted_losses(two_rank_run: tuple
 def test_a_two_process_checkpoint_resumes_in_one_process(two_rank_run: tuple[list[str], Path],
                                                          tmp_path: Path) -> None:
     base, full = two_rank_run
-    part = tmp_path / "one"
-    (part / "checkpoints").mkdir(parents=True)
-    shutil.copy(full / "checkpoints" / "checkpoint_00000004.pt", part / "checkpoints")
+    part = resumable_copy(full / "checkpoints" / "checkpoint_00000004.pt", tmp_path / "one")
     code, out, summary = invoke("distill", base + [f"run.dir={part}"], "--resume")
     assert code == 0, out
     assert summary is not None and summary["steps"] == 6
@@ -82,9 +85,7 @@ def test_an_epochs_run_resumed_on_another_world_size_ends_its_schedule_at_its_la
     epochs = base + ["train.steps=0", "train.epochs=2"]  # 3 plan batches an epoch: 3 steps on 2 ranks
     done = torchrun("distill", epochs + [f"run.dir={tmp_path / 'two'}"])
     assert done.returncode == 0, done.stderr[-3000:]
-    part = tmp_path / "one"
-    (part / "checkpoints").mkdir(parents=True)
-    shutil.copy(tmp_path / "two" / "checkpoints" / "checkpoint_00000002.pt", part / "checkpoints")
+    part = resumable_copy(tmp_path / "two" / "checkpoints" / "checkpoint_00000002.pt", tmp_path / "one")
     code, out, summary = invoke("distill", epochs + [f"run.dir={part}"], "--resume")
     assert code == 0, out
     # step 2 on 2 ranks ended epoch 0 (its second step's spare rank wrapped): epoch 1's 3 batches take 3 steps on 1
