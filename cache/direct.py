@@ -10,8 +10,8 @@ for the disk in turn. `ChunkedRows` instead looks up every chunk's address once 
 threads, so many requests are in flight at once (`bench/scale.py`, README "Users' scale"). Rows at
 most `GAP_ROWS` apart inside one chunk are read as one span and the rows between dropped: one 64 KB
 span replaces several requests on a disk bound by requests more than bytes, and the rows of a P x M
-batch's identity groups lie close together in a file grouped by identity (measured: +6% and +27%
-cold rows/s for P x M batches of MS1MV2's size, README "Users' scale").
+batch's identity groups lie close together in a file grouped by identity (measured: +6% cold rows/s
+for P x M batches of MS1MV2's size, README "Users' scale").
 
 Only datasets without filters (compression, shuffle, checksums) qualify; `ChunkedRows.open` returns
 None for others, and the caller reads through h5py. The bytes read are the ones the cache's CRC32
