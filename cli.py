@@ -1,4 +1,6 @@
-"""Command line: `python cli.py {extract|train|distill|evaluate|split|demo|sweep} [--config F] [--set k=v ...]`.
+"""Command line: `icdface COMMAND [--config F] [--set k=v ...]` (`icdface --help` lists the commands).
+
+`icdface` is what `pip install` puts on the PATH; `python cli.py` from the checkout is the same command.
 
 Logs and progress go to stderr; the last line on stdout is one JSON object summing up the run, and the
 same object is written into the run directory. Exit status 0 on success, 2 for usage and config errors,
@@ -22,6 +24,7 @@ import click
 from common.atomic import atomic_write_text
 from common.distributed import env_rank, env_world
 from common.errors import ConfigError, PipelineError
+from common.version import VERSION
 from config import PipelineConfig, load_config
 
 log = logging.getLogger("icdface")
@@ -46,6 +49,7 @@ def _setup_logging() -> None:
 
 
 DISTRIBUTED_COMMANDS = ("extract", "train", "distill")  # the commands `torchrun` may start
+DEFAULT_CONFIG = "pipeline.toml"
 
 
 def emit_summary(summary: dict[str, Any], run_dir: str | Path, command: str) -> None:
@@ -67,22 +71,30 @@ def os_error_message(e: OSError) -> str:
     return text
 
 
+def config_file(given: str | None) -> str | None:
+    """The config file a command reads: the one given, else ./pipeline.toml if present, else None (defaults)."""
+    if given is not None:
+        return given
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
+
+
 def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
     """Shared options and error handling: ConfigError -> exit 2, PipelineError -> exit 1."""
 
-    @click.option("--config", "config_path", default="pipeline.toml", show_default=True,
-                  type=click.Path(dir_okay=False), help="Pipeline configuration file.")
+    @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+                  help="Pipeline configuration file  [default: pipeline.toml when the folder has one, else the "
+                       "built-in defaults]")
     @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                   help="Override a config key (repeatable); the value is read as TOML.")
     @functools.wraps(fn)
-    def wrapper(config_path: str, overrides: tuple[str, ...], **kwargs: Any) -> None:
+    def wrapper(config_path: str | None, overrides: tuple[str, ...], **kwargs: Any) -> None:
         command = fn.__name__.removeprefix("cmd_")
         try:
             _setup_logging()  # reads RANK: a malformed one is a ConfigError like any other
             if env_world() > 1 and command not in DISTRIBUTED_COMMANDS:
                 raise ConfigError(f"`{command}` runs in one process; under torchrun (WORLD_SIZE = {env_world()}) "
                                   f"only {', '.join(DISTRIBUTED_COMMANDS)} run there; start it with `python cli.py`")
-            cfg = load_config(config_path, overrides)
+            cfg = load_config(config_file(config_path), overrides)
             summary = fn(cfg, **kwargs)
         except ConfigError as e:
             click.echo(f"error: {e}", err=True)
@@ -100,6 +112,7 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, "--version", prog_name="icdface")
 def main() -> None:
     """ICD-Face distillation: teacher cache (extract), student training (train, distill), evaluation."""
 
@@ -146,6 +159,15 @@ def cmd_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     from stages.evaluate.command import run_evaluate
 
     return run_evaluate(cfg)
+
+
+@main.command("export")
+@_command
+def cmd_export(cfg: PipelineConfig) -> dict[str, Any]:
+    """A student (export.model) -> ONNX with a dynamic batch axis, verified with onnxruntime, plus a model card."""
+    from stages.export import run_export
+
+    return run_export(cfg)
 
 
 @main.command("split")

@@ -17,6 +17,7 @@ from config.schema import (
     DemoConfig,
     EkdConfig,
     EvalConfig,
+    ExportConfig,
     IcdConfig,
     LossConfig,
     MarginDistillationConfig,
@@ -31,7 +32,7 @@ from config.schema import (
 
 __all__ = [
     "apply_overrides", "config_from_dict", "config_hash", "load_config", "save_resolved", "to_dict", "to_toml",
-    "validate", "value_at", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "IcdConfig", "LossConfig",
-    "PipelineConfig", "AdaDistillConfig", "EkdConfig", "MarginDistillationConfig", "RkdConfig",
+    "validate", "value_at", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "ExportConfig", "IcdConfig",
+    "LossConfig", "PipelineConfig", "AdaDistillConfig", "EkdConfig", "MarginDistillationConfig", "RkdConfig",
     "RunConfig", "StudentConfig", "SyntheticConfig", "TeacherConfig", "TrainConfig",
 ]

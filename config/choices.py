@@ -31,6 +31,7 @@ POSITIVE_POLICIES = ("nearest", "farthest", "random")
 # the feature bank's storage dtype, and where it lives: the training device, or (pinned) host memory
 BANK_DTYPES = ("float32", "float16", "bfloat16")
 BANK_PLACES = ("device", "host")
+EXPORT_DTYPES = ("float32", "float16")  # the weights and input of an exported ONNX model
 
 # config key -> its allowed values (checked by `config.loader.validate`)
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -52,7 +53,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
     "train.amp": AMP_MODES,
+    "export.dtype": EXPORT_DTYPES,
 }
+
+# opsets `export` accepts: torch's legacy ONNX exporter (`dynamo=False`) writes 7..20 (its default 20)
+ONNX_OPSETS = (9, 20)
 
 # Every backbone downsamples by 16, so an input side is a multiple of 16 (insightface: 112 = 7 x 16).
 IMAGE_SIDE_MULTIPLE = 16
@@ -137,6 +142,7 @@ RANGES: dict[str, Range] = {
     "split.seed": NON_NEGATIVE, "split.heldout_fraction": Range(0, 1, lo_open=True, hi_open=True),
     "split.impostor_pairs": NON_NEGATIVE, "split.template_size": AT_LEAST_ONE,
     "split.impostor_template_pairs": NON_NEGATIVE,
+    "export.opset": Range(ONNX_OPSETS[0], ONNX_OPSETS[1]),
 }
 
 

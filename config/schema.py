@@ -227,6 +227,16 @@ class SplitConfig:
 
 
 @dataclass
+class ExportConfig:
+    """`python cli.py export`: a student -> ONNX, verified with onnxruntime, and its model card."""
+
+    model: str = "student"  # student (the run's latest checkpoint) | a checkpoint or backbone.pth path
+    output: str = ""  # "": <run.dir>/student.onnx; the model card is written beside it
+    opset: int = 17
+    dtype: str = "float32"  # float32 | float16 (weights and input)
+
+
+@dataclass
 class PipelineConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -243,3 +253,4 @@ class PipelineConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)

@@ -21,6 +21,7 @@ from common.errors import ConfigError
 from config.choices import COLOR_ORDERS, INPUT_LAYOUTS, check_choice
 from models.device import resolve_device
 from models.loading import sha256_file
+from models.onnx_metadata import read_preprocessing
 from models.preprocess import INSIGHTFACE_MEAN, INSIGHTFACE_STD, flip_fuse, hflip, normalize_pixels
 
 PROBE_PIXEL = 128
@@ -203,6 +204,9 @@ class OnnxEmbedder(Embedder):
     [B, D]; [B, D, 1, 1] (trailing dimensions all 1) is squeezed, any other rank is refused with a
     ConfigError naming the file and the output shape (checked on the construction probe). `input_size` 0 takes the
     model's fixed spatial size, or `default_input_size` when the model's spatial size is dynamic.
+
+    A model written by `export` describes its own preprocessing in its metadata (`models.onnx_metadata`);
+    that takes precedence over the layout, colour, mean, std and input size given here (`from_metadata`).
     """
 
     def __init__(self, path: str | Path, input_layout: str = "NCHW", color: str = "RGB",
@@ -224,6 +228,11 @@ class OnnxEmbedder(Embedder):
             raise ConfigError(f"{prefix}weights {str(path)!r}: expected one image input, model has {len(inputs)}")
         self.input_name = inputs[0].name
         self.output_name = self.session.get_outputs()[0].name
+        stored = read_preprocessing(self.session.get_modelmeta().custom_metadata_map, f"ONNX model {str(path)!r}")
+        self.from_metadata = stored is not None
+        if stored is not None:
+            input_size, input_layout, color = stored["input_size"], stored["input_layout"], stored["color"]
+            mean, std = stored["mean"], stored["std"]
         shape = list(inputs[0].shape)
         if inputs[0].type not in ONNX_DTYPES:
             raise ConfigError(f"{prefix}weights {str(path)!r}: unsupported input type {inputs[0].type}")

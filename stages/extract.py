@@ -46,6 +46,7 @@ from checkpoints import seed_everything
 from common.atomic import atomic_write_text, remove_stale_temporaries
 from common.distributed import Dist, device_for
 from common.errors import ConfigError, PipelineError
+from common.version import VERSION
 from config import PipelineConfig, config_hash, save_resolved
 from models import Embedder, build_teacher
 from models.device import resolve_device
@@ -54,7 +55,7 @@ from readers.torch_rows import ImageRows
 
 log = logging.getLogger(__name__)
 
-TOOL_VERSION = "0.1.0"
+TOOL_VERSION = VERSION
 
 
 def cache_fingerprint(cfg: PipelineConfig, dataset_info: dict[str, Any],

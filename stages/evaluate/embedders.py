@@ -2,8 +2,8 @@
 
 `student` (this run's latest checkpoint), `teacher` (the `[teacher]` section, ONNX included), `cache`
 (teacher embeddings read from the stage-one cache) or a path: a checkpoint of this tool, a plain
-backbone state_dict (built with `[student]`), an `.onnx` model (with `[teacher]`'s preprocessing
-options) or a TorchScript file.
+backbone state_dict (built with `[student]`), an `.onnx` model (an exported student's preprocessing
+read from its metadata; any other ONNX model's from `[teacher]`) or a TorchScript file.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from cache import TeacherCache, cache_file
-from checkpoints import latest_checkpoint, load_checkpoint
+from checkpoints.student import is_training_checkpoint, load_student, run_checkpoint
 from common.errors import ConfigError
-from config import PipelineConfig, config_from_dict
+from config import PipelineConfig
 from evaluation.pairs import PairSet
 from models import build_student, build_teacher
 from models.embedder import Embedder, OnnxEmbedder, TorchEmbedder, TorchScriptEmbedder
@@ -33,10 +33,7 @@ def student_embedder(module: torch.nn.Module, arch: str, weights: Path, image_si
 
 def student_from_checkpoint(path: Path, device: str) -> Embedder:
     """Rebuild the student of a `train`/`distill` checkpoint from the config stored inside it."""
-    state = load_checkpoint(path)
-    stored = config_from_dict(state["config"], source=str(path))
-    module = build_student(stored.student, stored.data.image_size)
-    module.load_state_dict(state["modules"]["student"])
+    module, stored, _ = load_student(path)
     return student_embedder(module, stored.student.arch, path, stored.data.image_size, device)
 
 
@@ -51,8 +48,7 @@ def _file_embedder(cfg: PipelineConfig, path: Path, device: str) -> Embedder:
     if suffix in TORCHSCRIPT_SUFFIXES:
         return TorchScriptEmbedder(path, mean=t.mean, std=t.std, color=t.color, input_size=t.input_size or size,
                                    device=device)
-    state = read_torch_file(path)
-    if isinstance(state, dict) and "modules" in state and "config" in state:
+    if is_training_checkpoint(read_torch_file(path)):
         return student_from_checkpoint(path, device)
     module = build_student(cfg.student, size)
     load_backbone_weights(module, path)
@@ -67,12 +63,7 @@ def build_embedder(cfg: PipelineConfig, spec: str, device: str) -> tuple[Embedde
     if spec == "teacher":
         return build_teacher(cfg.teacher, cfg.data.image_size, device), "teacher"
     if spec == "student":
-        ckpt_dir = Path(cfg.run.dir) / "checkpoints"
-        ckpt = latest_checkpoint(ckpt_dir)
-        if ckpt is None:
-            raise ConfigError(f"eval.model = 'student': no checkpoint in '{ckpt_dir}' "
-                              "(run train or distill first, or set eval.model to a path)")
-        return student_from_checkpoint(ckpt, device), "student"
+        return student_from_checkpoint(run_checkpoint(cfg.run.dir, "eval.model"), device), "student"
     path = Path(spec)
     if not path.exists():
         raise ConfigError(f"config key 'eval.model': '{path}' is neither student, teacher, cache nor an existing file")

@@ -1,0 +1,42 @@
+"""The student backbone a `train`/`distill` checkpoint holds, rebuilt from the config stored inside it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from checkpoints.format import latest_checkpoint, load_checkpoint
+from common.errors import ConfigError
+from config import PipelineConfig, config_from_dict
+from models import build_student
+
+
+def is_training_checkpoint(obj: Any) -> bool:
+    """True for what `save_checkpoint` wrote for a run (its modules and config), not a plain state_dict."""
+    return isinstance(obj, dict) and "modules" in obj and "config" in obj
+
+
+def run_checkpoint(run_dir: str | Path, key: str) -> Path:
+    """The latest checkpoint of the run in `run_dir`; none -> ConfigError naming the config `key` that asked."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt = latest_checkpoint(ckpt_dir)
+    if ckpt is None:
+        raise ConfigError(f"{key} = 'student': no checkpoint in '{ckpt_dir}' "
+                          f"(run train or distill first, or set {key} to a path)")
+    return ckpt
+
+
+def student_from_state(state: dict[str, Any], source: str) -> tuple[nn.Module, PipelineConfig]:
+    """The checkpoint's student module with its weights loaded, and the run's config."""
+    stored = config_from_dict(state["config"], source=source)
+    module = build_student(stored.student, stored.data.image_size)
+    module.load_state_dict(state["modules"]["student"])
+    return module, stored
+
+
+def load_student(path: str | Path) -> tuple[nn.Module, PipelineConfig, dict[str, Any]]:
+    """Read checkpoint `path`: its student module, the run's config and the whole checkpoint dict."""
+    state = load_checkpoint(path)
+    module, stored = student_from_state(state, str(path))
+    return module, stored, state

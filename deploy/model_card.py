@@ -1,0 +1,72 @@
+"""The model card written beside an exported model: what it is, what it expects, where it came from, how it scored.
+
+`model_card` assembles plain values into one JSON-ready dict (`CARD_FORMAT`); `card_markdown` renders
+the same dict for people. `evaluation_summary` keeps, from an `evaluate` summary, the headline figures
+of one model per set. The licence is left empty for the model's owner to fill in.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+CARD_FORMAT = "icdface-model-card/1"
+HEADLINE_KEYS = ("accuracy_mean", "accuracy_std", "auc", "tar_at_far")
+
+
+def evaluation_summary(summary: dict[str, Any], model: str) -> dict[str, Any]:
+    """Per set, the headline figures (`HEADLINE_KEYS`) of `model` (an `eval.model` entry) in an `evaluate`
+    summary (one model: `model` + `sets`; several: `models`); {} when the summary did not evaluate it."""
+    records = [summary] if "sets" in summary else list(summary.get("models", {}).values())
+    for record in records:
+        if record.get("model") == model:
+            return {name: {k: r[k] for k in HEADLINE_KEYS if k in r} for name, r in record.get("sets", {}).items()}
+    return {}
+
+
+def model_card(*, arch: str, embedding_size: int, input_spec: dict[str, Any], output_spec: dict[str, Any],
+               onnx: dict[str, Any], training: dict[str, Any], teacher: dict[str, Any],
+               evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The card's dict; every argument is plain JSON-ready data."""
+    return {
+        "format": CARD_FORMAT, "arch": arch, "embedding_size": embedding_size, "input": input_spec,
+        "output": output_spec, "onnx": onnx, "training": training, "teacher": teacher, "evaluation": evaluation,
+        "licence": "",
+    }
+
+
+def _rows(table: dict[str, Any]) -> list[str]:
+    return [f"| {k} | {v} |" for k, v in table.items()]
+
+
+def _evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
+    """`evaluation` is {"source": the evaluate summary's path, "sets": set name -> headline figures}, or {}."""
+    if not evaluation.get("sets"):
+        return ["Not evaluated when exported: run `icdface evaluate` on the run, then export again."]
+    lines = [f"From `{evaluation.get('source', '')}`.", "", "| set | accuracy | AUC | TAR@FAR |", "|---|---|---|---|"]
+    for name, r in evaluation["sets"].items():
+        acc = f"{r['accuracy_mean']:.4f} ± {r.get('accuracy_std', 0.0):.4f}" if "accuracy_mean" in r else "n/a"
+        auc = f"{r['auc']:.4f}" if isinstance(r.get("auc"), float) else "n/a"
+        tar = ", ".join(f"{far}: {v:.4f}" for far, v in r.get("tar_at_far", {}).items() if isinstance(v, float))
+        lines.append(f"| {name} | {acc} | {auc} | {tar or 'n/a'} |")
+    return lines
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The card as markdown: summary, input, output, provenance, evaluation, licence."""
+    spec = card["input"]
+    lines = [
+        f"# Model card: {card['arch']} face embedding ({card['embedding_size']}-d)", "",
+        f"ONNX file `{card['onnx']['file']}` (opset {card['onnx']['opset']}, {card['onnx']['dtype']}, "
+        f"sha256 `{card['onnx']['sha256']}`).", "",
+        "## Input", "",
+        f"`{spec['name']}`: {spec['dtype']} {spec['shape']} ({spec['layout']}), {spec['color']} aligned faces, "
+        f"{spec['size']} x {spec['size']} pixels, value = (pixel / 255 - mean) / std with mean {spec['mean']} and "
+        f"std {spec['std']}. The same is stored in the ONNX metadata (`icdface.*` keys).", "",
+        "## Output", "",
+        f"`{card['output']['name']}`: {card['output']['dtype']} {card['output']['shape']}. "
+        f"{card['output']['note']}", "",
+        "## Provenance", "", "| field | value |", "|---|---|",
+        *_rows(card["training"]), *_rows({f"teacher {k}": v for k, v in card["teacher"].items()}), "",
+        "## Evaluation", "", *_evaluation_lines(card["evaluation"]), "",
+        "## Licence", "", card["licence"] or "Not stated: fill in the licence before you publish this model.", "",
+    ]
+    return "\n".join(lines)

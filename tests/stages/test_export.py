@@ -1,0 +1,120 @@
+"""`cli.py export`: a verified ONNX file with its preprocessing in the metadata, its model card, and the
+exported student evaluated with no preprocessing flags giving the checkpoint's numbers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from deploy.onnx_export import Verification
+from models.onnx_metadata import PREFIX
+from tests.conftest import invoke
+
+WRONG_TEACHER_PREPROCESSING = ["teacher.color=BGR", "teacher.mean=[0.0, 0.0, 0.0]", "teacher.std=[1.0, 1.0, 1.0]",
+                               "teacher.input_layout=NHWC"]
+
+
+def _run_dir(settings: list[str]) -> Path:
+    return Path(next(s for s in settings if s.startswith("run.dir=")).split("=", 1)[1])
+
+
+def _sets(summary: dict) -> dict:
+    return {name: (r["accuracy_mean"], r["auc"], r["tar_at_far"]) for name, r in summary["sets"].items()}
+
+
+def test_export_writes_a_verified_onnx_and_its_model_card(trained: list[str]) -> None:
+    code, out, summary = invoke("export", trained)
+    assert code == 0, out
+    assert summary is not None
+    path = Path(summary["onnx"])
+    assert path == _run_dir(trained) / "student.onnx"
+    assert set(summary["min_cosine"]) == {"1", "7"} and min(summary["min_cosine"].values()) >= 0.9999
+    model = onnx.load(str(path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta[PREFIX + "input_size"]) == 16 and json.loads(meta[PREFIX + "mean"]) == [0.5, 0.5, 0.5]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"] and isinstance(session.get_inputs()[0].shape[0], str)
+    out_3 = session.run(None, {"input": np.zeros((3, 3, 16, 16), np.float32)})[0]
+    assert out_3.shape == (3, 16)
+    card = json.loads(Path(summary["model_card"]).read_text())
+    assert card["arch"] == "mobilefacenet" and card["embedding_size"] == 16 and card["licence"] == ""
+    assert card["input"]["shape"] == ["batch", 3, 16, 16] and card["input"]["color"] == "RGB"
+    assert card["training"]["command"] == "distill" and len(card["training"]["config_hash"]) == 64
+    assert card["teacher"]["arch"] == "iresnet18" and len(card["teacher"]["weights_sha256"]) == 64
+    assert card["onnx"]["opset"] == 17 and card["onnx"]["sha256"] and card["onnx"]["verification"]["threshold"]
+    markdown = Path(summary["model_card_md"]).read_text()
+    assert "(pixel / 255 - mean) / std" in markdown and "Not evaluated" in markdown
+
+
+def test_the_exported_student_evaluates_like_its_checkpoint(trained: list[str], pair_sets: tuple[Path, Path],
+                                                            tmp_path: Path) -> None:
+    onnx_path = tmp_path / "deployed.onnx"
+    assert invoke("export", trained + [f"export.output={onnx_path}"])[0] == 0
+    pairs = [f"eval.pairs={[str(p) for p in pair_sets]}"]
+    code, out, from_ckpt = invoke("evaluate", trained + pairs + ["eval.model=student"])
+    assert code == 0, out
+    # the [teacher] keys describe the teacher: the model's own metadata decides how it is fed
+    code, out, from_onnx = invoke("evaluate", trained + pairs + WRONG_TEACHER_PREPROCESSING +
+                                  [f"eval.model={onnx_path}"])
+    assert code == 0, out
+    assert from_ckpt is not None and from_onnx is not None
+    for name, (acc, auc, tar) in _sets(from_ckpt).items():
+        acc_onnx, auc_onnx, tar_onnx = _sets(from_onnx)[name]
+        assert acc_onnx == pytest.approx(acc, abs=1e-9) and auc_onnx == pytest.approx(auc, abs=1e-6)
+        assert tar_onnx == pytest.approx(tar, abs=1e-6)
+
+
+def test_the_model_card_carries_the_runs_evaluation(trained: list[str], pair_sets: tuple[Path, Path],
+                                                    tmp_path: Path) -> None:
+    code, out, evaluated = invoke("evaluate", trained + [f"eval.pairs={[str(pair_sets[0])]}", "eval.model=student"])
+    assert code == 0, out
+    code, out, summary = invoke("export", trained + [f"export.output={tmp_path / 'carded.onnx'}"])
+    assert code == 0 and summary is not None, out
+    card = json.loads(Path(summary["model_card"]).read_text())
+    assert evaluated is not None
+    name = next(iter(evaluated["sets"]))
+    assert card["evaluation"]["sets"][name]["auc"] == evaluated["sets"][name]["auc"]
+    assert f"| {name} |" in Path(summary["model_card_md"]).read_text()
+
+
+def test_float16_export_and_a_plain_backbone(trained: list[str], pair_sets: tuple[Path, Path], tmp_path: Path) -> None:
+    backbone = _run_dir(trained) / "backbone.pth"
+    half = tmp_path / "half.onnx"
+    code, out, summary = invoke("export", trained + [f"export.model={backbone}", f"export.output={half}",
+                                                     "export.dtype=float16"])
+    assert code == 0 and summary is not None, out
+    assert min(summary["min_cosine"].values()) >= 0.999
+    session = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float16)"
+    card = json.loads(Path(summary["model_card"]).read_text())
+    assert card["training"]["backbone"] == str(backbone) and card["teacher"] == {}
+    code, out, _ = invoke("evaluate", trained + [f"eval.pairs={[str(pair_sets[0])]}", f"eval.model={half}"])
+    assert code == 0, out
+
+
+def test_export_usage_errors(trained: list[str], tmp_path: Path) -> None:
+    code, out, _ = invoke("export", trained + [f"export.output={tmp_path / 'x.pt'}"])
+    assert code == 2 and "export.output" in out
+    code, out, _ = invoke("export", trained + [f"export.model={tmp_path / 'missing.pt'}"])
+    assert code == 2 and "export.model" in out
+    code, out, _ = invoke("export", trained + ["export.dtype=int8"])
+    assert code == 2 and "export.dtype" in out
+    code, out, _ = invoke("export", trained + ["export.opset=30"])
+    assert code == 2 and "export.opset" in out
+    code, out, _ = invoke("export", [f"run.dir={tmp_path / 'empty'}"])
+    assert code == 2 and "no checkpoint" in out
+
+
+def test_a_model_failing_verification_is_not_written(trained: list[str], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import stages.export
+
+    monkeypatch.setattr(stages.export, "verify_onnx", lambda *a, **k: Verification({1: 0.5, 7: 0.5}, 0.9999))
+    target = tmp_path / "bad.onnx"
+    code, out, _ = invoke("export", trained + [f"export.output={target}"])
+    assert code == 1 and "failed verification" in out
+    assert list(tmp_path.iterdir()) == []
