@@ -40,3 +40,41 @@ def test_a_malformed_rank_variable_is_exit_2_naming_it(monkeypatch: pytest.Monke
     monkeypatch.setenv("RANK", "zero")
     code, out, _ = invoke("train", [])
     assert code == 2 and "RANK" in out and "Traceback" not in out
+
+
+def test_version_is_the_packages() -> None:
+    from click.testing import CliRunner
+
+    import cli
+    from common.version import VERSION
+
+    result = CliRunner().invoke(cli.main, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"icdface, version {VERSION}"
+
+
+def test_the_installed_icdface_command_is_this_cli() -> None:
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        dist = distribution("icdface-distill")
+    except PackageNotFoundError:
+        pytest.skip("the package is not installed (pip install -e .)")
+    from common.version import VERSION
+
+    scripts = {e.name: e.value for e in dist.entry_points if e.group == "console_scripts"}
+    assert scripts == {"icdface": "cli:main"} and dist.version == VERSION
+
+
+def test_config_file_default_is_the_folders_pipeline_toml_or_none(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.config_file(None) is None  # outside a checkout: the built-in defaults
+    assert cli.config_file("my.toml") == "my.toml"
+    (tmp_path / "pipeline.toml").write_text("[run]\nseed = 3\n")
+    assert cli.config_file(None) == "pipeline.toml"
+    result = CliRunner().invoke(cli.main, ["export", "--config", "missing.toml"])
+    assert result.exit_code == 2 and "missing.toml" in result.output
