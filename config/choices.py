@@ -31,6 +31,7 @@ POSITIVE_POLICIES = ("nearest", "farthest", "random")
 # the feature bank's storage dtype, and where it lives: the training device, or (pinned) host memory
 BANK_DTYPES = ("float32", "float16", "bfloat16")
 BANK_PLACES = ("device", "host")
+TENSORBOARD_MODES = ("auto", "always", "never")  # train.tensorboard: auto writes when the package is installed
 EXPORT_DTYPES = ("float32", "float16")  # the weights and input of an exported ONNX model
 
 # config key -> its allowed values (checked by `config.loader.validate`)
@@ -53,6 +54,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
     "train.amp": AMP_MODES,
+    "train.tensorboard": TENSORBOARD_MODES,
     "export.dtype": EXPORT_DTYPES,
 }
 

@@ -170,6 +170,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     log_every: int = 20
     eval_every: int = 0
+    tensorboard: str = "auto"  # auto (when installed) | always | never: scalars in <run.dir>/tensorboard
     resume: str = ""  # "": fresh; "auto": latest checkpoint in run.dir; or a checkpoint path
 
 

@@ -17,7 +17,6 @@ import csv
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from evaluation.verify import evaluate_sets
 from models import TorchEmbedder
 from stages.training.run import Run, run_state
 from stages.training.step import StepOutput
+from stages.training.tensorboard import Scalars
 
 log = logging.getLogger(__name__)
 
@@ -116,26 +116,18 @@ class MetricsCSV:
         self.fh.close()
 
 
-def tensorboard_writer(run_dir: Path) -> Any:
-    """A TensorBoard `SummaryWriter` when tensorboard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))
-
-
 class MetricsLogger(Hook):
     """One `metrics.csv` row per step (columns: step, loss, the method's terms as `run.weights` names them, lr,
-    throughput and distill's batch statistics); every `train.log_every` steps a log line and TensorBoard scalars.
+    throughput and distill's batch statistics), each also a TensorBoard scalar (`stages.training.tensorboard`);
+    every `train.log_every` steps a log line with the throughput.
 
     The steps' tensors are kept until the next sync step (`sync_step`) and become Python numbers there, in
     one transfer for the window; its rows are then written.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, scalars: Scalars) -> None:
         self.csv: MetricsCSV | None = None
-        self.tb: Any = None
+        self.tb = scalars
         self.window_t = 0.0
         self.window_n = 0
         self.pending: list[tuple[int, float, list[str], torch.Tensor]] = []
@@ -144,7 +136,7 @@ class MetricsLogger(Hook):
         columns = ["step", "loss", *run.weights, "lr", "images_per_s", "ts_cos", "intra_teacher", "intra_student"]
         resume_step = run.step if run.resumed_from is not None else None
         self.csv = MetricsCSV(run.run_dir / "metrics.csv", columns, resume_step)
-        self.tb = tensorboard_writer(run.run_dir)
+        self.tb.open(run.run_dir, run.cfg.train.tensorboard, resume_step)
         self.window_t, self.window_n = time.perf_counter(), 0
 
     def after_step(self, run: Run, out: StepOutput) -> None:
@@ -165,6 +157,8 @@ class MetricsLogger(Hook):
         if run.step % run.cfg.train.log_every == 0 or run.step == run.total:
             self._log(run, rows[-1], list(out.terms))
         self.csv.append(rows)
+        for row in rows:
+            self.tb.add_row(row)
 
     def _log(self, run: Run, row: dict[str, float], terms: list[str]) -> None:
         now = time.perf_counter()
@@ -176,30 +170,27 @@ class MetricsLogger(Hook):
                   " ".join(f"{k} {row[k]:.4f}" for k in terms), row["lr"], ips,
                  "".join(f" {k} {v:.3f}" for k, v in stats.items()), time.strftime("%H:%M:%S", time.gmtime(eta)))
         self.window_t, self.window_n = now, 0
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step":
-                    self.tb.add_scalar(k, v, run.step)
 
     def on_end(self, run: Run) -> None:
         if self.csv is not None:
             self.csv.close()
-        if self.tb is not None:
-            self.tb.close()
+        self.tb.close()
 
 
 class VerificationHook(Hook):
     """Every `train.eval_every` steps (and at the last), verification accuracy of the student on `eval.pairs`,
     logged and appended to `<run.dir>/verification.csv`. Pair images are decoded once."""
 
-    def __init__(self, cfg: PipelineConfig) -> None:
+    def __init__(self, cfg: PipelineConfig, scalars: Scalars) -> None:
         self.sets: list[tuple[PairSet, np.ndarray]] = []
+        self.tb = scalars
         for pairs_file in cfg.eval.pairs:
             pair_set = load_pair_set(pairs_file, cfg.eval.root or None)
             self.sets.append((pair_set, pair_set.decode(cfg.data.image_size)))
 
     def on_start(self, run: Run) -> None:
         """A fresh run starts the file again; a resumed one keeps the rows up to its step."""
+        self.tb.open(run.run_dir, run.cfg.train.tensorboard, run.step if run.resumed_from is not None else None)
         path = run.run_dir / "verification.csv"
         if not path.exists():
             return
@@ -225,6 +216,9 @@ class VerificationHook(Hook):
             if new:
                 w.writerow(["step", *accuracies])
             w.writerow([run.step, *accuracies.values()])
+        for name, accuracy in accuracies.items():
+            self.tb.add(f"verification/{name}", accuracy, run.step)
+        self.tb.flush()
 
     def accuracies(self, run: Run) -> dict[str, float]:
         """Mean 10-fold accuracy per set of the student as it is now (left in train mode afterwards)."""
@@ -283,8 +277,9 @@ def default_hooks(cfg: PipelineConfig, main: bool = True) -> list[Hook]:
     verifies and writes checkpoints; every rank keeps its NaN guard."""
     if not main:
         return [NanGuard()]
-    hooks: list[Hook] = [NanGuard(), MetricsLogger()]
+    scalars = Scalars()  # TensorBoard: one writer for the metrics and the verification
+    hooks: list[Hook] = [NanGuard(), MetricsLogger(scalars)]
     if cfg.eval.pairs and cfg.train.eval_every:
-        hooks.append(VerificationHook(cfg))
+        hooks.append(VerificationHook(cfg, scalars))
     hooks.append(CheckpointHook())
     return hooks
