@@ -170,6 +170,19 @@ def cmd_export(cfg: PipelineConfig) -> dict[str, Any]:
     return run_export(cfg)
 
 
+@main.command("convert")
+@click.argument("source", type=click.Path())
+@click.argument("output", type=click.Path())
+@click.option("--root", default=None, type=click.Path(file_okay=False),
+              help="pairs.txt -> .bin: the folder the pairs' images are under (default: the pairs file's folder).")
+@_command
+def cmd_convert(cfg: PipelineConfig, source: str, output: str, root: str | None) -> dict[str, Any]:
+    """Image folder or list file -> .rec/.idx/property; .rec -> image folder; pairs.txt + images -> .bin."""
+    from stages.convert import run_convert
+
+    return run_convert(source, output, root)
+
+
 @main.command("split")
 @_command
 def cmd_split(cfg: PipelineConfig) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import atomic_write_bytes
 from common.errors import ConfigError
 
 _LATIN1 = {"latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1"}
@@ -124,3 +125,15 @@ def load_bin(path: str | os.PathLike[str]) -> tuple[list[bytes], np.ndarray]:
     if len(bins) != 2 * len(flags):
         raise ConfigError(f"{path}: {len(bins)} images for {len(flags)} pairs (expected {2 * len(flags)})")
     return [_as_bytes(item, path, k) for k, item in enumerate(bins)], flags
+
+
+def write_bin(path: str | os.PathLike[str], bins: list[bytes], issame: np.ndarray) -> None:
+    """Write an insightface `.bin` atomically: a pickle (protocol 4) of (bins, issame as a list of bools).
+
+    `bins` holds 2n encoded images (pair k is bins[2k], bins[2k + 1]); `issame` n flags. The file holds
+    only bytes, lists and bools, which `load_bin` (and insightface's `pickle.load`) read back.
+    """
+    flags = [bool(f) for f in np.asarray(issame).reshape(-1)]
+    if len(bins) != 2 * len(flags) or not flags:
+        raise ValueError(f"{len(bins)} images for {len(flags)} pairs (expected 2 per pair, at least one pair)")
+    atomic_write_bytes(path, pickle.dumps(([bytes(b) for b in bins], flags), protocol=4))

@@ -45,6 +45,13 @@ def _reason(err: Exception) -> str:
     return f"cannot decode: {text or type(err).__name__}"
 
 
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """JPEG bytes of a uint8 [H, W, 3] RGB array."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def decode_image(data: bytes, key: str, size: int, *, max_pixels: int | None = None) -> np.ndarray:
     """Decode encoded image bytes to uint8 [size, size, 3] RGB, resizing bilinearly if needed.
 
@@ -77,7 +84,8 @@ def remap_labels(raw: np.ndarray) -> np.ndarray:
 class FaceDataset(abc.ABC):
     """Rows of (key, identity label) whose images load as uint8 [image_size, image_size, 3] RGB.
 
-    Subclasses call `__init__` with their listing and implement `load`.
+    Subclasses call `__init__` with their listing and implement `load` or `encoded` (each in terms of the
+    other: readers of stored files give their bytes, the generator renders arrays).
     """
 
     fmt: str
@@ -106,9 +114,16 @@ class FaceDataset(abc.ABC):
     def __len__(self) -> int:
         return len(self.keys)
 
-    @abc.abstractmethod
     def load(self, index: int) -> np.ndarray:
         """Image of row `index` as uint8 [image_size, image_size, 3] RGB; CorruptImageError if undecodable."""
+        return decode_image(self.encoded(index), self.keys[index], self.image_size)
+
+    def encoded(self, index: int) -> bytes:
+        """The stored bytes of row `index` as they are (JPEG, PNG, ...), or a JPEG of `load` where nothing is
+        stored; CorruptImageError if they cannot be read."""
+        if type(self).load is FaceDataset.load:
+            raise NotImplementedError(f"{type(self).__name__} implements neither load nor encoded")
+        return encode_jpeg(self.load(index))
 
     def listing_sha256(self) -> str:
         """sha256 over "key\\tlabel\\n" for every row in order (computed once)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from readers.base import CorruptImageError, FaceDataset, decode_image
+from readers.base import CorruptImageError, FaceDataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -44,10 +44,9 @@ class FolderDataset(FaceDataset):
             )
         super().__init__("folder", os.path.abspath(base), image_size, keys, np.asarray(labels, dtype=np.int64))
 
-    def load(self, index: int) -> np.ndarray:
+    def encoded(self, index: int) -> bytes:
         key = self.keys[index]
         try:
-            data = (Path(self.root) / key).read_bytes()
+            return (Path(self.root) / key).read_bytes()
         except OSError as e:
             raise CorruptImageError(key, f"cannot read: {e.strerror or e}") from None
-        return decode_image(data, key, self.image_size)

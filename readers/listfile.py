@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import ConfigError
-from readers.base import CorruptImageError, FaceDataset, decode_image, remap_labels
+from readers.base import CorruptImageError, FaceDataset, remap_labels
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -81,10 +81,9 @@ class ListDataset(FaceDataset):
         p = Path(key)
         return p if p.is_absolute() else self._base / p
 
-    def load(self, index: int) -> np.ndarray:
+    def encoded(self, index: int) -> bytes:
         key = self.keys[index]
         try:
-            data = self._path(key).read_bytes()
+            return self._path(key).read_bytes()
         except OSError as e:
             raise CorruptImageError(key, f"cannot read: {e.strerror or e}") from None
-        return decode_image(data, key, self.image_size)

@@ -13,7 +13,6 @@ the identity-record range; image records hold a scalar label and JPEG bytes.
 """
 from __future__ import annotations
 
-import io
 import math
 import os
 import struct
@@ -24,11 +23,10 @@ from types import TracebackType
 from typing import NamedTuple, cast
 
 import numpy as np
-from PIL import Image
 
 from common.atomic import atomic_path
 from common.errors import ConfigError
-from readers.base import CorruptImageError, FaceDataset, decode_image, remap_labels
+from readers.base import CorruptImageError, FaceDataset, encode_jpeg, remap_labels
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -375,21 +373,50 @@ class RecordIODataset(FaceDataset):
         except ValueError as e:
             raise ConfigError(f"{self._where(key)} at byte offset {offset}: {e}") from None
 
-    def load(self, index: int) -> np.ndarray:
-        key = self.keys[index]
+    def encoded(self, index: int) -> bytes:
         payload, _ = self.reader.read_at(int(self._offsets[index]))
         try:
-            _, image = unpack(payload)
+            return unpack(payload)[1]
         except ValueError as e:
-            raise CorruptImageError(key, str(e)) from None
-        return decode_image(image, key, self.image_size)
+            raise CorruptImageError(self.keys[index], str(e)) from None
 
 
-def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
-    """JPEG bytes of a uint8 [H, W, 3] RGB array."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB").save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+def identity_ranges(labels: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) image-key ranges (keys from 1) of each identity when each label's rows are contiguous, else []."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if not len(labels):
+        return []
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    if len(starts) != len(np.unique(labels)):
+        return []
+    ends = np.r_[starts[1:], len(labels)]
+    return [(int(a) + 1, int(b) + 1) for a, b in zip(starts, ends, strict=True)]
+
+
+def write_rec(images: Iterable[bytes], labels: np.ndarray, rec_path: str | os.PathLike[str],
+              idx_path: str | os.PathLike[str]) -> int:
+    """Stream encoded images with their identity `labels` (known up front) into an insightface .rec/.idx pair.
+
+    Images become keys 1..n (one per label, in order); record 0 is the header. When each label's rows
+    are contiguous, identity records n+1.. follow (label = the [start, end) key range of the identity's
+    images), as in insightface's own sets. Returns n; fewer or more images than labels is a ValueError
+    (and nothing is written).
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    n = len(labels)
+    groups = identity_ranges(labels)
+    with RecordIOWriter(rec_path, idx_path) as w:
+        w.write(0, pack_header(n + 1, n + 1 + len(groups)))
+        key = 0
+        for key, data in enumerate(images, start=1):
+            if key > n:
+                raise ValueError(f"more images than the {n} labels")
+            w.write(key, pack_image(int(labels[key - 1]), data))
+        if key != n:
+            raise ValueError(f"{key} images for {n} labels")
+        for i, (first, end) in enumerate(groups):
+            w.write(n + 1 + i, pack_label_array([first, end]))
+    return n
 
 
 def write_rec_dataset(
@@ -398,28 +425,11 @@ def write_rec_dataset(
     idx_path: str | os.PathLike[str],
     quality: int = 95,
 ) -> int:
-    """Write (image, label) rows as an insightface .rec/.idx pair; returns the number of images.
+    """Write (image, label) rows as an insightface .rec/.idx pair (`write_rec`); returns the number of images.
 
-    Images (uint8 RGB arrays, JPEG-encoded here, or already encoded bytes) become keys 1..n; record 0
-    is the header. When each label's rows are contiguous, identity records n+1.. follow (label = the
-    [start, end) key range of the identity's images), as in insightface's own sets.
+    Images are uint8 RGB arrays (JPEG-encoded here) or already encoded bytes.
     """
     rows = [(img if isinstance(img, (bytes, bytearray)) else encode_jpeg(img, quality), int(label))
             for img, label in images_labels]
-    n = len(rows)
-    groups: list[tuple[int, int]] = []
-    for key, (_, label) in enumerate(rows, start=1):
-        if groups and rows[groups[-1][0] - 1][1] == label:
-            groups[-1] = (groups[-1][0], key + 1)
-        else:
-            groups.append((key, key + 1))
-    contiguous = len(groups) == len({label for _, label in rows})
-    if not contiguous:
-        groups = []
-    with RecordIOWriter(rec_path, idx_path) as w:
-        w.write(0, pack_header(n + 1, n + 1 + len(groups)))
-        for key, (data, label) in enumerate(rows, start=1):
-            w.write(key, pack_image(label, data))
-        for i, (start, end) in enumerate(groups):
-            w.write(n + 1 + i, pack_label_array([start, end]))
-    return n
+    return write_rec((bytes(data) for data, _ in rows), np.asarray([label for _, label in rows], dtype=np.int64),
+                     rec_path, idx_path)

@@ -22,6 +22,8 @@ LATER_STAGES = {
     "stages/train.py": ("stages.extract", "stages.evaluate", *LATER),
     "stages/distill.py": ("stages.extract", "stages.evaluate", *LATER),
     "stages/evaluate": ("stages.extract", "stages.training", "stages.train", "stages.distill", *LATER),
+    "stages/convert.py": ("stages.extract", "stages.training", "stages.train", "stages.distill", "stages.evaluate",
+                          *LATER),
     "stages/split.py": ("stages.extract", "stages.training", "stages.train", "stages.distill", "stages.evaluate",
                         *LATER),
     "stages/export.py": ("stages.demo", "stages.sweep"),

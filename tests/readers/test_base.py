@@ -12,7 +12,7 @@ from PIL import Image
 
 import readers.base
 from readers import CorruptImageError, decode_image
-from readers.recordio import encode_jpeg
+from readers.base import encode_jpeg
 
 
 def _image(seed: int, size: int = 24) -> np.ndarray:

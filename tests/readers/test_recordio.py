@@ -233,3 +233,11 @@ def test_rec_dataset_says_why_an_image_failed(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr("readers.base.MAX_IMAGE_PIXELS", 100)
     with pytest.raises(CorruptImageError, match=r"'1': too large: 24 x 24 pixels > 100"):
         ds.load(0)
+
+
+def test_identity_ranges_only_for_contiguous_labels() -> None:
+    from readers.recordio import identity_ranges
+
+    assert identity_ranges(np.array([0, 0, 1, 2, 2])) == [(1, 3), (3, 4), (4, 6)]
+    assert identity_ranges(np.array([0, 1, 0])) == []
+    assert identity_ranges(np.array([], dtype=np.int64)) == []

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import pickle
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,15 @@ def extracted(tmp_path_factory: pytest.TempPathFactory, teacher_weights: Path) -
 
 @pytest.fixture(scope="module")
 def pair_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A synthetic LFW-style pair set (8 identities x 4 images, 40 pairs) and the same pairs as a `.bin`."""
+    """A synthetic LFW-style pair set (8 identities x 4 images, 40 pairs) and the same pairs as a `.bin`
+    written by `convert`."""
     root = tmp_path_factory.mktemp("pairs")
     held = SyntheticDataset(8, 4, 16, seed=4242, difficulty=1.0)
     pairs_txt = Path(write_pair_set(held, root / "heldout", 40, seed=0))
-    from evaluation.pairs import load_pair_set
+    from stages.convert import pairs_to_bin
 
-    ps = load_pair_set(pairs_txt)
-    bins = []
-    for a, b in zip(ps.idx1, ps.idx2, strict=True):
-        bins += [ps.image_bytes(int(a)), ps.image_bytes(int(b))]
     bin_path = root / "heldout.bin"
-    bin_path.write_bytes(pickle.dumps((bins, [bool(x) for x in ps.issame]), protocol=4))
+    pairs_to_bin(pairs_txt, None, bin_path)  # `convert`: the test comparing the two checks it
     return pairs_txt, bin_path
 
 
