@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +79,22 @@ def model_input_side(embedder: Embedder, pair_sets: list[PairSet]) -> int:
     return side
 
 
+def unique_tag(tag: str, spec: str, taken: Collection[str]) -> str:
+    """`tag`, or for a file whose stem is taken (`student` and `runs/x/student.onnx`) the stem and its suffix
+    (`student_onnx`); still taken -> ConfigError."""
+    if tag in taken and Path(spec).suffix:
+        tag = f"{tag}_{Path(spec).suffix.lstrip('.').lower()}"
+    if tag in taken:
+        raise ConfigError(f"config key 'eval.model': two entries are both called '{tag}'")
+    return tag
+
+
 def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[PairSet],
-                   out_dir: Path) -> tuple[str, dict[str, Any], dict[str, SetResult]]:
-    """One `eval.model` entry on every set: its tag, its record (`model`, `sets` and, for a model other than
-    the teacher, the training-set `compactness`) and the pair-set results."""
+                   out_dir: Path, taken: Collection[str] = ()) -> tuple[str, dict[str, Any], dict[str, SetResult]]:
+    """One `eval.model` entry on every set: its tag (unique among `taken`), its record (`model`, `sets` and,
+    for a model other than the teacher, the training-set `compactness`) and the pair-set results."""
     embedder, tag = build_embedder(cfg, spec, device)
+    tag = unique_tag(tag, spec, taken)
     save_resolved(cfg, out_dir, f"{tag}_config.toml")
     side = model_input_side(embedder, pair_sets) if embedder is not None else cfg.data.image_size
 
@@ -171,9 +183,7 @@ def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     models: dict[str, Any] = {}
     results: dict[str, dict[str, SetResult]] = {}
     for spec in cfg.eval.model:
-        tag, record, set_results = evaluate_model(cfg, spec, device, pair_sets, out_dir)
-        if tag in models:
-            raise ConfigError(f"config key 'eval.model': two entries are both called '{tag}'")
+        tag, record, set_results = evaluate_model(cfg, spec, device, pair_sets, out_dir, taken=models)
         models[tag], results[tag] = record, set_results
     if len(models) == 1:
         return {"command": "evaluate", **next(iter(models.values()))}

@@ -52,20 +52,22 @@ def test_export_writes_a_verified_onnx_and_its_model_card(trained: list[str]) ->
 
 def test_the_exported_student_evaluates_like_its_checkpoint(trained: list[str], pair_sets: tuple[Path, Path],
                                                             tmp_path: Path) -> None:
-    onnx_path = tmp_path / "deployed.onnx"
+    onnx_path = tmp_path / "student.onnx"
     assert invoke("export", trained + [f"export.output={onnx_path}"])[0] == 0
-    pairs = [f"eval.pairs={[str(p) for p in pair_sets]}"]
-    code, out, from_ckpt = invoke("evaluate", trained + pairs + ["eval.model=student"])
-    assert code == 0, out
+    pairs = [f"eval.pairs={[str(p) for p in pair_sets]}", "eval.n_boot=50"]
     # the [teacher] keys describe the teacher: the model's own metadata decides how it is fed
-    code, out, from_onnx = invoke("evaluate", trained + pairs + WRONG_TEACHER_PREPROCESSING +
-                                  [f"eval.model={onnx_path}"])
+    code, out, summary = invoke("evaluate", trained + pairs + WRONG_TEACHER_PREPROCESSING +
+                                [f"eval.model={['student', str(onnx_path)]}"])
     assert code == 0, out
-    assert from_ckpt is not None and from_onnx is not None
-    for name, (acc, auc, tar) in _sets(from_ckpt).items():
-        acc_onnx, auc_onnx, tar_onnx = _sets(from_onnx)[name]
+    assert summary is not None and set(summary["models"]) == {"student", "student_onnx"}
+    from_ckpt, from_onnx = _sets(summary["models"]["student"]), _sets(summary["models"]["student_onnx"])
+    assert from_ckpt.keys() == from_onnx.keys() and len(from_ckpt) == 2
+    for name, (acc, auc, tar) in from_ckpt.items():
+        acc_onnx, auc_onnx, tar_onnx = from_onnx[name]
         assert acc_onnx == pytest.approx(acc, abs=1e-9) and auc_onnx == pytest.approx(auc, abs=1e-6)
         assert tar_onnx == pytest.approx(tar, abs=1e-6)
+    assert summary["comparisons"]
+    assert all(c["difference"] is None or abs(c["difference"]) < 1e-6 for c in summary["comparisons"])
 
 
 def test_the_model_card_carries_the_runs_evaluation(trained: list[str], pair_sets: tuple[Path, Path],
