@@ -66,24 +66,40 @@ def _record(result: Converted) -> dict[str, Any]:
             "outputs": [str(p) for p in result.outputs]}
 
 
+def conversion_form(src: Path, out: Path, root: str | None) -> str:
+    """Which conversion the names ask for: `bin`, `rec` or `folder`; anything else -> ConfigError."""
+    if out.suffix == ".bin":
+        return "bin"
+    if root:
+        raise ConfigError("convert: --root is for pairs.txt -> .bin only")
+    if out.suffix == ".rec":
+        if _is_rec(src):
+            raise ConfigError(f"convert: '{src}' is already a .rec")
+        return "rec"
+    if _is_rec(src) and not out.suffix:
+        return "folder"
+    raise ConfigError(f"convert: cannot tell what to do with '{src}' -> '{out}'; the forms: {FORMS}")
+
+
+def _to_rec(src: Path, out: Path) -> dict[str, Any]:
+    dataset = _images(src)
+    with _bar(len(dataset), "images") as bar:
+        return _record(dataset_to_rec(dataset, out, bar.update))
+
+
+def _to_folder(src: Path, out: Path) -> dict[str, Any]:
+    dataset = RecordIODataset(src, ANY_SIZE)
+    with _bar(len(dataset), "images") as bar:
+        return _record(dataset_to_folder(dataset, out, bar.update))
+
+
 def run_convert(source: str, output: str, root: str | None = None) -> dict[str, Any]:
     """Convert `source` into `output` (the form is told by the names, see the module docstring)."""
     src, out = Path(source), Path(output)
-    if out.suffix == ".bin":
+    form = conversion_form(src, out, root)
+    if form == "bin":
         record = pairs_to_bin(src, Path(root) if root else None, out)
-    elif root:
-        raise ConfigError("convert: --root is for pairs.txt -> .bin only")
-    elif out.suffix == ".rec":
-        if _is_rec(src):
-            raise ConfigError(f"convert: '{src}' is already a .rec")
-        dataset = _images(src)
-        with _bar(len(dataset), "images") as bar:
-            record = _record(dataset_to_rec(dataset, out, bar.update))
-    elif _is_rec(src) and not out.suffix:
-        dataset = RecordIODataset(src, ANY_SIZE)
-        with _bar(len(dataset), "images") as bar:
-            record = _record(dataset_to_folder(dataset, out, bar.update))
     else:
-        raise ConfigError(f"convert: cannot tell what to do with '{src}' -> '{out}'; the forms: {FORMS}")
+        record = (_to_rec if form == "rec" else _to_folder)(src, out)
     log.info("convert: %s -> %s: %s", src, out, record)
     return {"command": "convert", "source": str(src), **record}

@@ -64,7 +64,9 @@ def load_source(cfg: PipelineConfig) -> ExportSource:
         training = {"command": state.get("command"), "method": stored.loss.method if state.get("command") ==
                     "distill" else "margin only (train)", "steps": state.get("step"),
                     "config_hash": state.get("config_hash"), "checkpoint": str(path),
-                    "checkpoint_sha256": sha256_file(path), "dataset": fingerprint.get("dataset", {})}
+                    "checkpoint_sha256": sha256_file(path)}
+        if fingerprint.get("dataset"):
+            training["dataset"] = fingerprint["dataset"]
         return ExportSource(module, stored.student.arch, stored.student.embedding_size, stored.data.image_size,
                             path, training, dict(fingerprint.get("teacher", {})))
     module = build_student(cfg.student, cfg.data.image_size)
@@ -122,8 +124,10 @@ def run_export(cfg: PipelineConfig) -> dict[str, Any]:
         raise ConfigError(f"config key 'export.output': '{out}' must end in .onnx")
     size, dtype = source.image_size, cfg.export.dtype
     mean, std = INSIGHTFACE_MEAN, INSIGHTFACE_STD
-    metadata = {**preprocessing_metadata(size, "NCHW", "RGB", mean, std), f"{PREFIX}arch": source.arch,
-                f"{PREFIX}embedding_size": str(source.embedding_size), f"{PREFIX}version": VERSION}
+    described = {"arch": source.arch, "embedding_size": source.embedding_size, "input_name": INPUT_NAME,
+                 "output_name": OUTPUT_NAME, "version": VERSION}
+    metadata = {**preprocessing_metadata(size, "NCHW", "RGB", mean, std),
+                **{PREFIX + k: json.dumps(v) for k, v in described.items()}}  # every icdface.* value is JSON
     faces, faces_from = verification_faces(cfg, size)
     t0 = time.perf_counter()
     with atomic_path(out) as tmp:

@@ -120,3 +120,46 @@ def test_a_model_failing_verification_is_not_written(trained: list[str], tmp_pat
     code, out, _ = invoke("export", trained + [f"export.output={target}"])
     assert code == 1 and "failed verification" in out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_readmes_onnxruntime_snippet_gives_the_toolkits_embedding(trained: list[str], tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    from PIL import Image
+
+    from models.embedder import OnnxEmbedder
+    from readers import SyntheticDataset
+    from tests.conftest import REPO
+
+    onnx_path = tmp_path / "student.onnx"
+    assert invoke("export", trained + [f"export.output={onnx_path}"])[0] == 0
+    faces = SyntheticDataset(2, 1, 16, seed=11, difficulty=1.0)
+    images = np.stack([faces.load(0), faces.load(1)])
+    for name, image in zip(("a.jpg", "b.jpg"), images, strict=True):
+        Image.fromarray(image).save(tmp_path / name, format="PNG")  # lossless, whatever the suffix says
+    code = re.search(r"The onnxruntime code a user copies.*?```python\n(.*?)```",
+                     (REPO / "README.md").read_text(), re.S)
+    assert code is not None
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(code.group(1), scope)  # noqa: S102 - the README's own snippet
+    fused = OnnxEmbedder(onnx_path).embed_fused(images, 2)
+    np.testing.assert_allclose(scope["embed"]("a.jpg"), fused[0], atol=1e-5)
+    assert scope["similarity"] == pytest.approx(float(fused[0] @ fused[1]), abs=1e-5)
+
+
+def test_verification_faces_come_from_the_data_when_it_is_readable(tmp_path: Path) -> None:
+    from config import load_config
+    from readers import SyntheticDataset, write_rec_dataset
+    from stages.export import verification_faces
+
+    faces = SyntheticDataset(4, 5, 32, seed=2, difficulty=1.0)
+    write_rec_dataset(((faces.load(i), int(faces.labels[i])) for i in range(20)), tmp_path / "train.rec",
+                      tmp_path / "train.idx")
+    cfg = load_config(None, ["data.format=rec", f"data.root={tmp_path}"])
+    images, source = verification_faces(cfg, 16)
+    assert images.shape == (7, 16, 16, 3) and source == f"7 images of '{tmp_path}'"
+    missing = load_config(None, ["data.format=rec", f"data.root={tmp_path / 'gone'}"])
+    images, source = verification_faces(missing, 16)
+    assert images.shape == (7, 16, 16, 3) and source == "7 synthetic faces"
