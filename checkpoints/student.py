@@ -35,8 +35,6 @@ def student_from_state(state: dict[str, Any], source: str) -> tuple[nn.Module, P
     return module, stored
 
 
-def load_student(path: str | Path) -> tuple[nn.Module, PipelineConfig, dict[str, Any]]:
-    """Read checkpoint `path`: its student module, the run's config and the whole checkpoint dict."""
-    state = load_checkpoint(path)
-    module, stored = student_from_state(state, str(path))
-    return module, stored, state
+def load_student(path: str | Path) -> tuple[nn.Module, PipelineConfig]:
+    """Read checkpoint `path`: its student module (weights loaded) and the run's config."""
+    return student_from_state(load_checkpoint(path), str(path))

@@ -196,6 +196,16 @@ class TorchScriptEmbedder(TorchEmbedder):
                          source=f"{prefix}weights {str(path)!r}")
 
 
+def check_against_metadata(given: dict[str, Any], stored: dict[str, Any], prefix: str, path: str) -> None:
+    """ConfigError naming each key whose given value differs from an exported model's metadata (input_size 0
+    means "the model's own" and always agrees)."""
+    wrong = [f"{prefix}{k} = {v!r} but the model's metadata says {stored[k]!r}" for k, v in given.items()
+             if v != stored[k] and not (k == "input_size" and v == 0)]
+    if wrong:
+        raise ConfigError(f"ONNX model {path!r} states its own preprocessing: " + "; ".join(wrong)
+                          + " (set those keys to the model's values)")
+
+
 class OnnxEmbedder(Embedder):
     """An ONNX model run by onnxruntime (CUDA provider when available and `device` is CUDA, else CPU).
 
@@ -205,14 +215,16 @@ class OnnxEmbedder(Embedder):
     ConfigError naming the file and the output shape (checked on the construction probe). `input_size` 0 takes the
     model's fixed spatial size, or `default_input_size` when the model's spatial size is dynamic.
 
-    A model written by `export` describes its own preprocessing in its metadata (`models.onnx_metadata`);
-    that takes precedence over the layout, colour, mean, std and input size given here (`from_metadata`).
+    A model written by `export` describes its own preprocessing in its metadata (`models.onnx_metadata`).
+    With `metadata_first` (evaluation) it takes precedence over the layout, colour, mean, std and input
+    size given here (`from_metadata`); without (the teacher, whose keys the cache fingerprint records) a
+    given value that differs from the metadata is a ConfigError naming the key.
     """
 
     def __init__(self, path: str | Path, input_layout: str = "NCHW", color: str = "RGB",
                  mean: Sequence[float] = INSIGHTFACE_MEAN, std: Sequence[float] = INSIGHTFACE_STD,
                  input_size: int = 0, device: str | torch.device = "cpu", arch: str = "onnx",
-                 prefix: str = "", default_input_size: int = 0) -> None:
+                 prefix: str = "", default_input_size: int = 0, metadata_first: bool = False) -> None:
         import onnxruntime as ort
 
         path = _require_file(path, f"{prefix}weights")
@@ -229,10 +241,14 @@ class OnnxEmbedder(Embedder):
         self.input_name = inputs[0].name
         self.output_name = self.session.get_outputs()[0].name
         stored = read_preprocessing(self.session.get_modelmeta().custom_metadata_map, f"ONNX model {str(path)!r}")
-        self.from_metadata = stored is not None
-        if stored is not None:
+        self.from_metadata = stored is not None and metadata_first
+        if stored is not None and metadata_first:
             input_size, input_layout, color = stored["input_size"], stored["input_layout"], stored["color"]
             mean, std = stored["mean"], stored["std"]
+        elif stored is not None:
+            given = {"input_size": input_size, "input_layout": input_layout, "color": color,
+                     "mean": [float(m) for m in mean], "std": [float(v) for v in std]}
+            check_against_metadata(given, stored, prefix, str(path))
         shape = list(inputs[0].shape)
         if inputs[0].type not in ONNX_DTYPES:
             raise ConfigError(f"{prefix}weights {str(path)!r}: unsupported input type {inputs[0].type}")

@@ -33,7 +33,7 @@ def student_embedder(module: torch.nn.Module, arch: str, weights: Path, image_si
 
 def student_from_checkpoint(path: Path, device: str) -> Embedder:
     """Rebuild the student of a `train`/`distill` checkpoint from the config stored inside it."""
-    module, stored, _ = load_student(path)
+    module, stored = load_student(path)
     return student_embedder(module, stored.student.arch, path, stored.data.image_size, device)
 
 
@@ -44,7 +44,7 @@ def _file_embedder(cfg: PipelineConfig, path: Path, device: str) -> Embedder:
     t = cfg.teacher
     if suffix == ".onnx":
         return OnnxEmbedder(path, input_layout=t.input_layout, color=t.color, mean=t.mean, std=t.std,
-                            input_size=t.input_size or size)
+                            input_size=t.input_size or size, metadata_first=True)
     if suffix in TORCHSCRIPT_SUFFIXES:
         return TorchScriptEmbedder(path, mean=t.mean, std=t.std, color=t.color, input_size=t.input_size or size,
                                    device=device)

@@ -163,3 +163,20 @@ def test_verification_faces_come_from_the_data_when_it_is_readable(tmp_path: Pat
     missing = load_config(None, ["data.format=rec", f"data.root={tmp_path / 'gone'}"])
     images, source = verification_faces(missing, 16)
     assert images.shape == (7, 16, 16, 3) and source == "7 synthetic faces"
+
+
+def test_an_exported_model_as_teacher_must_agree_with_its_metadata(trained: list[str], tmp_path: Path) -> None:
+    from common.errors import ConfigError
+    from config.schema import TeacherConfig
+    from models import build_teacher
+    from models.embedder import OnnxEmbedder
+
+    onnx_path = tmp_path / "as_teacher.onnx"
+    assert invoke("export", trained + [f"export.output={onnx_path}"])[0] == 0
+    teacher = build_teacher(TeacherConfig(arch="onnx", weights=str(onnx_path), embedding_size=16), 16, "cpu")
+    assert isinstance(teacher, OnnxEmbedder) and teacher.preprocessing.input_size == 16
+    assert not teacher.from_metadata  # agreed with, not taken from
+    wrong = TeacherConfig(arch="onnx", weights=str(onnx_path), embedding_size=16, color="BGR", mean=[0.0] * 3)
+    with pytest.raises(ConfigError, match=r"teacher.color = 'BGR' but the model's metadata says 'RGB'") as err:
+        build_teacher(wrong, 16, "cpu")
+    assert "teacher.mean" in str(err.value) and "teacher.std" not in str(err.value)
