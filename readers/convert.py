@@ -3,8 +3,9 @@ back to an image folder. Images travel as their stored bytes (never re-encoded),
 
 A `.rec` written here is an insightface training set: record 0 the header, images as keys 1..n grouped by
 identity (rows are ordered by label, stably), then one identity record per identity; `property` holds
-"<identities>,<height>,<width>". A folder written here is `<label>/<key>.<jpg|png|bmp>` with zero-padded
-numbers, so `FolderDataset` reads the rows back in the same order with the same labels.
+"<identities>,<height>,<width>". A folder written here is `<label>/<row>.<jpg|png|bmp>` with zero-padded
+numbers, so `FolderDataset` reads the rows back in the same order with the same labels (identity names
+are not kept: a `.rec` holds labels only).
 """
 from __future__ import annotations
 

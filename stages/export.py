@@ -8,6 +8,7 @@ is moved to `export.output`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -81,7 +82,7 @@ def verification_faces(cfg: PipelineConfig, size: int) -> tuple[np.ndarray, str]
     count = max(VERIFY_BATCH_SIZES)
     if cfg.data.format != "synthetic":
         try:
-            data = build_dataset(type(cfg.data)(**{**vars(cfg.data), "image_size": size}))
+            data = build_dataset(dataclasses.replace(cfg.data, image_size=size))
             rows = np.linspace(0, len(data) - 1, count).round().astype(int)
             return np.stack([data.load(int(r)) for r in rows]), f"{count} images of '{cfg.data.root}'"
         except (ConfigError, CorruptImageError) as e:
