@@ -114,7 +114,8 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(VERSION, "--version", prog_name="icdface")
 def main() -> None:
-    """ICD-Face distillation: teacher cache (extract), student training (train, distill), evaluation."""
+    """ICD-Face distillation: teacher cache (extract), student training (train, distill), evaluation, ONNX
+    export, and data conversion (convert)."""
 
 
 @main.command("extract")
