@@ -27,6 +27,7 @@ def _sets(summary: dict) -> dict:
 
 
 def test_export_writes_a_verified_onnx_and_its_model_card(trained: list[str]) -> None:
+    (_run_dir(trained) / "evaluate.json").unlink(missing_ok=True)  # not evaluated (whatever ran before)
     code, out, summary = invoke("export", trained)
     assert code == 0, out
     assert summary is not None
