@@ -126,13 +126,18 @@ def run_export(cfg: PipelineConfig) -> dict[str, Any]:
     size, dtype = source.image_size, cfg.export.dtype
     mean, std = INSIGHTFACE_MEAN, INSIGHTFACE_STD
     described = {"arch": source.arch, "embedding_size": source.embedding_size, "input_name": INPUT_NAME,
-                 "output_name": OUTPUT_NAME, "version": VERSION}
+                 "output_name": OUTPUT_NAME, "version": VERSION,
+                 "training_config_hash": source.training.get("config_hash")}  # None for a plain backbone
     metadata = {**preprocessing_metadata(size, "NCHW", "RGB", mean, std),
                 **{PREFIX + k: json.dumps(v) for k, v in described.items()}}  # every icdface.* value is JSON
     faces, faces_from = verification_faces(cfg, size)
     t0 = time.perf_counter()
     with atomic_path(out) as tmp:
-        export_onnx(source.module, tmp, size, metadata, opset=cfg.export.opset, dtype=dtype)
+        try:
+            export_onnx(source.module, tmp, size, metadata, opset=cfg.export.opset, dtype=dtype)
+        except Exception as e:  # the exporter and onnx's checker raise many kinds of error
+            raise PipelineError(f"torch.onnx.export of {source.arch} (opset {cfg.export.opset}, {dtype}) failed: "
+                                f"{type(e).__name__}: {e}; nothing was written") from e
         check = verify_onnx(tmp, source.module, faces, dtype)
         if not check.passed:
             raise PipelineError(f"export to '{out}' failed verification: onnxruntime and torch embeddings differ "

@@ -63,3 +63,11 @@ def test_verification_needs_seven_faces(tmp_path: Path) -> None:
     export_onnx(_student(0), path, 16, {}, opset=17)
     with pytest.raises(ValueError, match="at least 7"):
         verify_onnx(path, _student(0), _faces(3))
+
+
+@pytest.mark.parametrize("arch", ["iresnet18", "timm/resnet18"])
+def test_other_students_export_and_verify(arch: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = build_student(StudentConfig(arch=arch, embedding_size=8), 16).eval()
+    export_onnx(module, tmp_path / "s.onnx", 16, {}, opset=17)
+    assert verify_onnx(tmp_path / "s.onnx", module, _faces()).passed

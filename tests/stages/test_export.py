@@ -112,7 +112,7 @@ def test_export_usage_errors(trained: list[str], tmp_path: Path) -> None:
     assert code == 2 and "no checkpoint" in out
 
 
-def test_a_model_failing_verification_is_not_written(trained: list[str], tmp_path: Path,
+def test_a_model_failing_export_or_verification_is_not_written(trained: list[str], tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import stages.export
 
@@ -121,6 +121,14 @@ def test_a_model_failing_verification_is_not_written(trained: list[str], tmp_pat
     code, out, _ = invoke("export", trained + [f"export.output={target}"])
     assert code == 1 and "failed verification" in out
     assert list(tmp_path.iterdir()) == []
+
+    def exporter_fails(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Unsupported: ONNX export of operator foo")
+
+    monkeypatch.setattr(stages.export, "export_onnx", exporter_fails)
+    code, out, _ = invoke("export", trained + [f"export.output={target}"])
+    assert code == 1 and "torch.onnx.export of mobilefacenet" in out and "operator foo" in out
+    assert "Traceback" not in out and list(tmp_path.iterdir()) == []
 
 
 def test_the_readmes_onnxruntime_snippet_gives_the_toolkits_embedding(trained: list[str], tmp_path: Path,
