@@ -34,14 +34,17 @@ def _rows(dataset: object) -> list[tuple[bytes, int]]:
 
 def test_folder_to_rec_to_folder_is_exact(tmp_path: Path) -> None:
     source = FolderDataset(_folder(tmp_path / "faces"), 16)
-    result = dataset_to_rec(source, tmp_path / "set" / "train.rec")
+    ticks: list[int] = []
+    result = dataset_to_rec(source, tmp_path / "set" / "train.rec", ticks.append)
+    assert ticks == [1] * 12  # the progress bar advances once per image
     assert (result.images, result.identities, result.image_size) == (12, 3, (16, 16))
     assert (tmp_path / "set" / "property").read_text() == "3,16,16\n"
     rec = RecordIODataset(tmp_path / "set", 16)
     assert _rows(rec) == _rows(source)
     header, _ = unpack(RecordIOReader(tmp_path / "set" / "train.rec", tmp_path / "set" / "train.idx").read_idx(0))
     assert header.label.tolist() == [13.0, 16.0]  # images 1..12, identity records 13..15
-    dataset_to_folder(rec, tmp_path / "back")
+    dataset_to_folder(rec, tmp_path / "back", ticks.append)
+    assert len(ticks) == 24
     back = FolderDataset(tmp_path / "back", 16)
     assert _rows(back) == _rows(source)
     assert sorted(p.suffix for p in (tmp_path / "back").rglob("*.*")).count(".png") == 6
