@@ -176,17 +176,26 @@ def save_random_backbone(arch: str, embedding_size: int, image_size: int, path: 
     model = create_backbone(arch, embedding_size, image_size)
     if calibration_images:
         faces = SyntheticDataset(calibration_images, 1, image_size, seed + 4242, 1.0)
-        x = torch.from_numpy(np.stack([faces.load(i) for i in range(len(faces))]))
-        x = x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)  # (x/255 - 0.5)/0.5
-        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-        for bn in norms:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative average over the calibration pass
-        model.train()
-        with torch.no_grad():
-            model(x)
+        calibrate_batchnorm(model, np.stack([faces.load(i) for i in range(len(faces))]))
     torch.save(model.state_dict(), path)
     return path
+
+
+def calibrate_batchnorm(model: torch.nn.Module, images: np.ndarray, passes: int = 1) -> None:
+    """Set a random-weight model's BatchNorm running statistics to their cumulative average over `passes`
+    train-mode passes on uint8 RGB faces [n, S, S, 3] (student input normalisation); left in eval mode."""
+    from models.preprocess import student_input
+
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm):
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration passes
+    model.train()
+    x = student_input(torch.from_numpy(np.ascontiguousarray(images)))
+    with torch.no_grad():
+        for _ in range(passes):
+            model(x)
+    model.eval()
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

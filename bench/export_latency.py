@@ -30,11 +30,10 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.common import emit_json, machine_info, median, print_table, quiet  # noqa: E402
+from bench.common import calibrate_batchnorm, emit_json, machine_info, median, print_table, quiet  # noqa: E402
 from config.schema import StudentConfig  # noqa: E402
 from deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx  # noqa: E402
 from models import build_student  # noqa: E402
-from models.preprocess import student_input  # noqa: E402
 from readers import SyntheticDataset  # noqa: E402
 
 VARIANTS = ("torch", "onnx_float32", "onnx_float16")
@@ -46,19 +45,6 @@ def _rate(run: Callable[[], Any], batch: int, seconds: float) -> float:
         run()
         passes += 1
     return passes * batch / (time.perf_counter() - start)
-
-
-def calibrate_batchnorm(module: torch.nn.Module, images: np.ndarray, passes: int = 3) -> None:
-    """BatchNorm running statistics as the mean over `passes` train-mode passes on `images` (then eval mode)."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-    module.train()
-    with torch.no_grad():
-        for _ in range(passes):
-            module(student_input(torch.from_numpy(images)))
-    module.eval()
 
 
 def measure(module: torch.nn.Module, sessions: dict[str, Any], batch: int,
@@ -110,7 +96,7 @@ def main() -> None:
     module = build_student(StudentConfig(arch=args.arch, embedding_size=args.embedding_size), args.image_size).eval()
     faces = SyntheticDataset(20, 2, args.image_size, seed=0, difficulty=1.0)
     images = np.stack([faces.load(i) for i in range(40)])
-    calibrate_batchnorm(module, images)
+    calibrate_batchnorm(module, images, passes=3)
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = args.threads
     sessions, checks = {}, {}
