@@ -138,7 +138,11 @@ def run_export(cfg: PipelineConfig) -> dict[str, Any]:
         except Exception as e:  # the exporter and onnx's checker raise many kinds of error
             raise PipelineError(f"torch.onnx.export of {source.arch} (opset {cfg.export.opset}, {dtype}) failed: "
                                 f"{type(e).__name__}: {e}; nothing was written") from e
-        check = verify_onnx(tmp, source.module, faces, dtype)
+        try:
+            check = verify_onnx(tmp, source.module, faces, dtype)
+        except Exception as e:  # onnxruntime refusing the file (an op without a kernel for this dtype, ...)
+            raise PipelineError(f"onnxruntime could not run the export of {source.arch} ({dtype}): "
+                                f"{type(e).__name__}: {e}; nothing was written") from e
         if not check.passed:
             raise PipelineError(f"export to '{out}' failed verification: onnxruntime and torch embeddings differ "
                                 f"(lowest cosine per batch size {check.min_cosine}, needed {check.threshold}); "

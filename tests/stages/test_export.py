@@ -130,6 +130,15 @@ def test_a_model_failing_export_or_verification_is_not_written(trained: list[str
     assert code == 1 and "torch.onnx.export of mobilefacenet" in out and "operator foo" in out
     assert "Traceback" not in out and list(tmp_path.iterdir()) == []
 
+    def runtime_refuses(*args: object, **kwargs: object) -> Verification:
+        raise RuntimeError("NOT_IMPLEMENTED: Could not find an implementation for Foo(1)")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(stages.export, "verify_onnx", runtime_refuses)
+    code, out, _ = invoke("export", trained + [f"export.output={target}"])
+    assert code == 1 and "onnxruntime could not run the export of mobilefacenet" in out and "Foo(1)" in out
+    assert "Traceback" not in out and list(tmp_path.iterdir()) == []
+
 
 def test_the_readmes_onnxruntime_snippet_gives_the_toolkits_embedding(trained: list[str], tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
