@@ -31,18 +31,50 @@ log = logging.getLogger("icdface")
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever `sys.stderr` is at each record (so it follows click's test runner)."""
+    """Writes to whatever `sys.stderr` is at each record (so it follows click's test runner), through
+    `tqdm.write`, which keeps a progress bar on a terminal below the log lines."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
         self.stream = sys.stderr
-        super().emit(record)
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+
+
+@contextlib.contextmanager
+def command_log(run_dir: str | Path, command: str) -> Any:
+    """While the command runs, its log also goes to `<run.dir>/<command>.log` (appended: a resumed run's
+    lines follow the first run's), as arcface_torch writes `training.log`; rank 0 only under torchrun."""
+    if env_rank() != 0:
+        yield
+        return
+    path = Path(run_dir) / f"{command}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    except (ConfigError, PipelineError, OSError) as e:  # the file ends with why the command stopped
+        handler.emit(logging.LogRecord("icdface", logging.ERROR, __file__, 0, "%s", (e,), None))
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _setup_logging() -> None:
     root = logging.getLogger()
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         handler = _StderrHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
         root.addHandler(handler)
     root.setLevel(logging.INFO if env_rank() == 0 else logging.WARNING)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs at INFO on every import
@@ -95,7 +127,8 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
                 raise ConfigError(f"`{command}` runs in one process; under torchrun (WORLD_SIZE = {env_world()}) "
                                   f"only {', '.join(DISTRIBUTED_COMMANDS)} run there; start it with `python cli.py`")
             cfg = load_config(config_file(config_path), overrides)
-            summary = fn(cfg, **kwargs)
+            with command_log(cfg.run.dir, command):
+                summary = fn(cfg, **kwargs)
         except ConfigError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)

@@ -37,6 +37,25 @@ CENTRE_NPROBE = 8
 CENTRE_PCA_DIM = 128
 CENTRE_REFINE = 8
 CENTRE_TRAIN_SEED = 1234
+SPREAD_SAMPLE = 1000  # rows (spread over the cache) whose mean pairwise cosine the report states
+# a teacher whose embeddings of different images have a mean cosine above this is not telling faces apart (a
+# working face model: about 0.0 to 0.3; the MobileFace teacher fed pre-normalised instead of raw pixels: 0.9995)
+COLLAPSED_COSINE = 0.9
+
+
+def mean_pairwise_cosine(units: np.ndarray) -> float:
+    """Mean cosine over the distinct pairs of unit rows `units` [n, D] (n >= 2), float64; NaN for fewer rows."""
+    e = np.asarray(units, dtype=np.float64)
+    n = len(e)
+    if n < 2:
+        return float("nan")
+    total = e.sum(axis=0)
+    return float((total @ total - np.einsum("ij,ij->", e, e)) / (n * (n - 1)))
+
+
+def spread_rows(num_rows: int, count: int = SPREAD_SAMPLE) -> np.ndarray:
+    """Up to `count` row indices spread evenly over `num_rows` rows, increasing."""
+    return np.unique(np.linspace(0, num_rows - 1, num=min(count, num_rows)).round().astype(np.int64))
 
 
 def identity_sums(source: RowSource, labels: np.ndarray, num_classes: int,
@@ -138,10 +157,12 @@ def quality_report(emb: np.ndarray | RowSource, labels: np.ndarray, keys: Sequen
     a skipped image), keys [N] (indexable; only the listed suspects' keys are read); `index`
     (optional): a FAISS index over the same rows with ids = rows, used to list each suspect's nearest
     rows' labels; `skipped_keys`: images that could not be read; `exact_centres`: the most identities
-    searched exactly (`centre_index`). Returns compactness per identity
-    (mean cosine of its rows to its normalised centre, row count), their mean, and up to `top`
+    searched exactly (`centre_index`). Returns compactness per identity with two or more rows
+    (mean cosine of its rows to its normalised centre, row count), their mean, the count of identities
+    with one row (neither scored nor suspected: a lone row has no centre but itself), up to `top`
     suspected label-noise rows (most suspicious first) with their key, label, own-centre cosine
-    (leave-one-out), nearest other identity and its cosine.
+    (leave-one-out), nearest other identity and its cosine, and the mean pairwise cosine of
+    `SPREAD_SAMPLE` rows spread over the cache (near 1: the teacher tells no faces apart).
     """
     source = as_row_source(emb)
     labels = np.asarray(labels).astype(np.int64)
@@ -150,8 +171,9 @@ def quality_report(emb: np.ndarray | RowSource, labels: np.ndarray, keys: Sequen
         raise ValueError(f"emb [N, D], labels [N] and keys [N] disagree: {source.num_rows} rows, "
                          f"{labels.shape}, {len(keys)}")
     kept = labels >= 0
-    report: dict[str, Any] = {"rows": int(kept.sum()), "identities": 0, "mean_compactness": None,
-                              "identity_compactness": [], "suspected_label_noise": [], "suspected_count": 0,
+    report: dict[str, Any] = {"rows": int(kept.sum()), "identities": 0, "single_image_identities": 0,
+                              "mean_compactness": None, "identity_compactness": [], "suspected_label_noise": [],
+                              "suspected_count": 0, "mean_pairwise_cosine": None,
                               "skipped": skipped, "skipped_count": len(skipped)}
     if not kept.any():
         return report
@@ -167,22 +189,32 @@ def quality_report(emb: np.ndarray | RowSource, labels: np.ndarray, keys: Sequen
     other = np.full(len(labels), -1, dtype=np.int64)
     other_cos = np.full(len(labels), np.nan)
     loo = np.full(len(labels), np.nan)
+    spread = spread_rows(len(labels))
+    spread = spread[kept[spread]]
+    sample: list[np.ndarray] = []
     for start, block in blocks(source, block_rows):
         rows = start + np.flatnonzero(kept[start:start + len(block)])
         if not len(rows):
             continue
         e, lab = block[rows - start], labels[rows]
-        full, loo[rows] = own_centre_cosines(e, lab, sums32, sum_norm)
+        full, own = own_centre_cosines(e, lab, sums32, sum_norm)
+        loo[rows] = np.where(counts[lab] >= 2, own, np.nan)  # a lone row has no centre but itself
         full_sum += np.bincount(lab, weights=full, minlength=num_classes)
         if index_c is not None:
             other[rows], other_cos[rows] = nearest_other_centre(index_c, e, lab, present)
-    compactness = full_sum[present] / counts[present]
+        picked = spread[(spread >= start) & (spread < start + len(block))]
+        sample.append(np.asarray(block[picked - start], dtype=np.float32))
+    scored = present[counts[present] >= 2]
+    compactness = full_sum[scored] / counts[scored]
     report["identities"] = int(len(present))
-    report["mean_compactness"] = round(float(compactness.mean()), DIGITS)
+    report["single_image_identities"] = int(len(present) - len(scored))
+    report["mean_compactness"] = round(float(compactness.mean()), DIGITS) if len(scored) else None
     report["identity_compactness"] = [
         {"label": int(c), "count": int(counts[c]), "compactness": round(float(v), DIGITS)}
-        for c, v in zip(present.tolist(), compactness.tolist(), strict=True)
+        for c, v in zip(scored.tolist(), compactness.tolist(), strict=True)
     ]
+    if len(spread) >= 2:
+        report["mean_pairwise_cosine"] = round(mean_pairwise_cosine(np.concatenate(sample)), DIGITS)
     if index_c is None:
         return report
     with np.errstate(invalid="ignore"):

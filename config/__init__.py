@@ -3,6 +3,7 @@ from config.loader import (
     apply_overrides,
     config_from_dict,
     config_hash,
+    derive,
     load_config,
     save_resolved,
     to_dict,
@@ -31,8 +32,9 @@ from config.schema import (
 )
 
 __all__ = [
-    "apply_overrides", "config_from_dict", "config_hash", "load_config", "save_resolved", "to_dict", "to_toml",
-    "validate", "value_at", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "ExportConfig", "IcdConfig",
+    "apply_overrides", "config_from_dict", "config_hash", "derive", "load_config", "save_resolved", "to_dict",
+    "to_toml", "validate", "value_at", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "ExportConfig",
+    "IcdConfig",
     "LossConfig", "PipelineConfig", "AdaDistillConfig", "EkdConfig", "MarginDistillationConfig", "RkdConfig",
     "RunConfig", "StudentConfig", "SyntheticConfig", "TeacherConfig", "TrainConfig",
 ]

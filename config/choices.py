@@ -22,6 +22,8 @@ SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 # `loss.method`: the distillation recipe of `distill` (stages.training.methods)
 METHODS = ("icd", "fcd", "adadistill", "ekd", "rkd", "margindistillation")
+# the key's values: a method, or "auto" (chosen from the training set's images per identity, `config.auto`)
+LOSS_METHODS = ("auto", *METHODS)
 # where SDC's positive pairs come from (DESIGN.md section 1): the batch's identity groups, the feature bank, or both
 PAIR_SOURCES = ("both", "batch", "bank")
 # SDC's distributions: one over all the step's positive pairs (ICD-Face), or one per identity
@@ -42,7 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cache.dtype": CACHE_DTYPES,
     "cache.index": INDEX_KINDS,
     "cache.in_ram": IN_RAM_MODES,
-    "loss.method": METHODS,
+    "loss.method": LOSS_METHODS,
     "loss.head": MARGIN_HEADS,
     "adadistill.head": MARGIN_HEADS,
     "icd.kl_direction": KL_DIRECTIONS,

@@ -1,6 +1,7 @@
 """Read `pipeline.toml` into `PipelineConfig`, apply `--set` overrides, validate, hash and save."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -118,6 +119,21 @@ def value_at(cfg: PipelineConfig, key: str) -> Any:
     for part in key.split("."):
         obj = getattr(obj, part)
     return obj
+
+
+def derive(cfg: PipelineConfig, changes: dict[str, Any]) -> PipelineConfig:
+    """A validated copy of `cfg` with `{"section.key": value}` (or `section.sub.key`) changes."""
+    out = copy.deepcopy(cfg)
+    for dotted, value in changes.items():
+        parts = dotted.split(".")
+        obj: Any = out
+        for p in parts[:-1]:
+            obj = getattr(obj, p)
+        if not hasattr(obj, parts[-1]):
+            raise KeyError(dotted)
+        setattr(obj, parts[-1], value)
+    validate(out)
+    return out
 
 
 def validate(cfg: PipelineConfig) -> None:
@@ -238,7 +254,7 @@ def save_resolved(cfg: PipelineConfig, directory: str | os.PathLike[str], name: 
     return out
 
 
-__all__ = ["load_config", "apply_overrides", "config_from_dict", "validate", "value_at", "to_dict", "to_toml",
+__all__ = ["load_config", "apply_overrides", "derive", "config_from_dict", "validate", "value_at", "to_dict", "to_toml",
            "config_hash", "save_resolved"]
 
 

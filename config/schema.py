@@ -75,8 +75,9 @@ class CacheConfig:
 
 @dataclass
 class LossConfig:
-    # icd (margin + FCD + SDC) | fcd (margin + FCD) | adadistill | ekd | rkd | margindistillation
-    method: str = "icd"
+    # auto (from the training set's images per identity, config.auto) | icd (margin + FCD + SDC) |
+    # fcd (margin + FCD) | adadistill | ekd | rkd | margindistillation
+    method: str = "auto"
     head: str = "arcface"  # arcface | cosface
     scale: float = 64.0
     margin: float = 0.5

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 CARD_FORMAT = "icdface-model-card/1"
-HEADLINE_KEYS = ("accuracy_mean", "accuracy_std", "auc", "tar_at_far")
+SIZE_KEYS = ("parameters", "flops", "onnx_bytes", "latency_ms")
+HEADLINE_KEYS = ("accuracy_mean", "accuracy_std", "auc", "tar_at_far", "thresholds")
 
 
 def evaluation_summary(summary: dict[str, Any], model: str) -> dict[str, Any]:
@@ -24,12 +25,13 @@ def evaluation_summary(summary: dict[str, Any], model: str) -> dict[str, Any]:
 
 def model_card(*, arch: str, embedding_size: int, input_spec: dict[str, Any], output_spec: dict[str, Any],
                onnx: dict[str, Any], training: dict[str, Any], teacher: dict[str, Any],
-               evaluation: dict[str, Any]) -> dict[str, Any]:
-    """The card's dict; every argument is plain JSON-ready data."""
+               evaluation: dict[str, Any], size: dict[str, Any]) -> dict[str, Any]:
+    """The card's dict; every argument is plain JSON-ready data. `size` holds `parameters`, `flops` (one image
+    at the input side), `onnx_bytes` and `latency_ms` (batch size -> median ms, onnxruntime on one CPU thread)."""
     return {
         "format": CARD_FORMAT, "arch": arch, "embedding_size": embedding_size, "input": input_spec,
         "output": output_spec, "onnx": onnx, "training": training, "teacher": teacher, "evaluation": evaluation,
-        "licence": "",
+        **{k: size.get(k) for k in SIZE_KEYS}, "licence": "",
     }
 
 
@@ -41,13 +43,23 @@ def _evaluation_lines(evaluation: dict[str, Any]) -> list[str]:
     """`evaluation` is {"source": the evaluate summary's path, "sets": set name -> headline figures}, or {}."""
     if not evaluation.get("sets"):
         return ["Not evaluated when exported: run `icdface evaluate` on the run, then export again."]
-    lines = [f"From `{evaluation.get('source', '')}`.", "", "| set | accuracy | AUC | TAR@FAR |", "|---|---|---|---|"]
+    lines = [f"From `{evaluation.get('source', '')}`.", "",
+             "| set | accuracy | AUC | TAR@FAR | cosine threshold at that FAR |", "|---|---|---|---|---|"]
     for name, r in evaluation["sets"].items():
         acc = f"{r['accuracy_mean']:.4f} ± {r.get('accuracy_std', 0.0):.4f}" if "accuracy_mean" in r else "n/a"
         auc = f"{r['auc']:.4f}" if isinstance(r.get("auc"), float) else "n/a"
         tar = ", ".join(f"{far}: {v:.4f}" for far, v in r.get("tar_at_far", {}).items() if isinstance(v, float))
-        lines.append(f"| {name} | {acc} | {auc} | {tar or 'n/a'} |")
+        thr = ", ".join(f"{far}: {v:.4f}" for far, v in r.get("thresholds", {}).items() if isinstance(v, float))
+        lines.append(f"| {name} | {acc} | {auc} | {tar or 'n/a'} | {thr or 'n/a'} |")
     return lines
+
+
+def _size_line(card: dict[str, Any]) -> str:
+    """One sentence of the size and speed figures."""
+    lat = card.get("latency_ms") or {}
+    speed = ", ".join(f"{v} ms at batch {b}" for b, v in lat.items())
+    return (f"{card.get('parameters')} parameters, {card.get('flops')} FLOPs per face, ONNX file "
+            f"{card.get('onnx_bytes')} bytes; onnxruntime on one CPU thread (median): {speed or 'not measured'}.")
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -57,6 +69,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"# Model card: {card['arch']} face embedding ({card['embedding_size']}-d)", "",
         f"ONNX file `{card['onnx']['file']}` (opset {card['onnx']['opset']}, {card['onnx']['dtype']}, "
         f"sha256 `{card['onnx']['sha256']}`).", "",
+        "## Size and speed", "", _size_line(card), "",
         "## Input", "",
         f"`{spec['name']}`: {spec['dtype']} {spec['shape']} ({spec['layout']}), {spec['color']} aligned faces, "
         f"{spec['size']} x {spec['size']} pixels, value = (pixel / 255 - mean) / std with mean {spec['mean']} and "

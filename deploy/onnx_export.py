@@ -92,3 +92,34 @@ def verify_onnx(path: str | Path, module: nn.Module, images: np.ndarray, dtype: 
                                 f"torch gives {list(expected[:len(got)].shape)}")
         lowest[size] = float(_cosines(got, expected[:len(got)]).min())
     return Verification(lowest, MIN_COSINE[dtype])
+
+
+LATENCY_BATCH_SIZES = (1, 32)
+LATENCY_SECONDS = 1.0  # timed runs per batch size: at least LATENCY_MIN_RUNS, then until this many seconds
+LATENCY_MIN_RUNS = 5
+
+
+def onnx_latency_ms(path: str | Path, input_size: int, dtype: str = "float32",
+                    batch_sizes: tuple[int, ...] = LATENCY_BATCH_SIZES) -> dict[str, float]:
+    """Median wall time in milliseconds of one onnxruntime call (CPU, one thread) on a batch of zero faces
+    [b, 3, S, S], per batch size b (keys "1", "32"): one warm-up call, then at least `LATENCY_MIN_RUNS` timed
+    calls and more until `LATENCY_SECONDS` have passed."""
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    out: dict[str, float] = {}
+    for b in batch_sizes:
+        feed = {INPUT_NAME: np.zeros((b, 3, input_size, input_size), np.float16 if dtype == "float16" else np.float32)}
+        session.run([OUTPUT_NAME], feed)
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < LATENCY_MIN_RUNS or time.perf_counter() - start < LATENCY_SECONDS:
+            t0 = time.perf_counter()
+            session.run([OUTPUT_NAME], feed)
+            times.append(time.perf_counter() - t0)
+        out[str(b)] = round(float(np.median(times)) * 1000.0, 3)
+    return out

@@ -13,6 +13,18 @@ from typing import Any
 import numpy as np
 
 COLLAPSE_IMPOSTOR_COSINE = 0.5  # impostor pairs this alike on average: the embedding has collapsed
+# an AUC below this tells the set's people apart little better than a coin (0.5): `evaluate` says so beside it
+CHANCE_AUC = 0.6
+
+
+def at_chance(auc: float | None) -> bool:
+    """Whether a set's AUC is near chance (below `CHANCE_AUC`); False when there is none."""
+    return auc is not None and auc < CHANCE_AUC
+
+
+def score_to_cosine(score: float | None) -> float | None:
+    """The protocol's score (minus the squared L2 distance of unit embeddings) as a cosine: 1 + score / 2."""
+    return None if score is None else 1.0 + float(score) / 2.0
 
 
 def pair_cosines(scores: np.ndarray, issame: np.ndarray) -> dict[str, Any]:

@@ -5,13 +5,11 @@ then looks pairs up by index (`idx1`, `idx2`).
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from common.errors import ConfigError
 from evaluation.binfile import load_bin
@@ -54,16 +52,6 @@ class PairSet:
             return image.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{self.source}: cannot read image {image}: {exc}") from exc
-
-    def stored_size(self) -> tuple[int, int] | None:
-        """(width, height) of the first image as stored, read from its header; None when it cannot be read."""
-        if not self.images:
-            return None
-        try:
-            with Image.open(io.BytesIO(self.image_bytes(0))) as im:
-                return int(im.size[0]), int(im.size[1])
-        except (OSError, ValueError, SyntaxError, ConfigError):
-            return None
 
     def decode(self, size: int) -> np.ndarray:
         """All distinct images, decoded to uint8 [n, size, size, 3] RGB.

@@ -158,14 +158,37 @@ def tar_at_far(
     descending = np.sort(impostor)[::-1]
     result: dict[str, float | None] = {}
     for far in fars:
-        k = math.floor(far * descending.size + 1e-9)
-        if k < 1 or genuine.size == 0:
+        k = _far_rank(far, descending.size)
+        if k is None or genuine.size == 0:
             result[far_key(far)] = None
         elif k >= descending.size:
             result[far_key(far)] = 1.0
         else:
             result[far_key(far)] = float(np.mean(genuine > descending[k]))
     return result
+
+
+def _far_rank(far: float, n_neg: int) -> int | None:
+    """k = floor(far * n_neg), the rank (0 = highest) of the impostor score that is `tar_at_far`'s threshold;
+    None when k < 1 (too few impostor pairs to measure that rate)."""
+    k = math.floor(far * n_neg + 1e-9)
+    return None if k < 1 else k
+
+
+def far_thresholds(
+    scores: np.ndarray, issame: np.ndarray, fars: tuple[float, ...] = (1e-3, 1e-4)
+) -> dict[str, float | None]:
+    """The score threshold of each `tar_at_far` value: pairs scoring strictly above it are accepted, and at
+    most a fraction `far` of impostor pairs do. Same units as `scores`; None where `tar_at_far` is None,
+    where there are no genuine pairs, and where far * n_neg >= n_neg (every pair is accepted)."""
+    genuine, impostor = _split_scores(scores, issame)
+    descending = np.sort(impostor)[::-1]
+    out: dict[str, float | None] = {}
+    for far in fars:
+        k = _far_rank(far, descending.size)
+        ok = k is not None and k < descending.size and genuine.size > 0
+        out[far_key(far)] = float(descending[k]) if ok and k is not None else None
+    return out
 
 
 def summarize(

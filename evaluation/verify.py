@@ -4,7 +4,9 @@ Given pair sets and a function that returns the flip-fused, unit-norm embedding 
 image of a set, it runs the insightface verification protocol (`evaluation.protocol.summarize`)
 and returns, per set, the summary record plus the ROC curve and, for sets that name identities, the
 same- and different-identity cosine distributions; every set's record has `pair_cosine`, the mean
-cosine of its genuine and impostor pairs (`evaluation.collapse`).
+cosine of its genuine and impostor pairs (`evaluation.collapse`), `thresholds`, the cosine above which
+a pair is accepted at each reported FAR (`evaluation.protocol.far_thresholds`: the deployer's operating
+points), and `at_chance` (AUC below `evaluation.collapse.CHANCE_AUC`).
 """
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from common.errors import ConfigError
-from evaluation.collapse import pair_cosines
+from evaluation.collapse import at_chance, pair_cosines, score_to_cosine
 from evaluation.compactness import inter_class_similarities, intra_class_similarities, similarity_stats
 from evaluation.pairs import PairSet
-from evaluation.protocol import roc_curve, squared_l2_distance, summarize
+from evaluation.protocol import far_thresholds, roc_curve, squared_l2_distance, summarize
 
 DEFAULT_FARS = (1e-3, 1e-4)
 MAX_INTER_PAIRS = 20000  # different-identity cosines kept for a histogram (seeded sample)
@@ -60,6 +62,10 @@ def evaluate_set(pair_set: PairSet, emb: np.ndarray, name: str, nfolds: int = 10
     record = {k: v for k, v in full.items() if k not in ("thresholds", "fold_accuracies")}
     scores = -squared_l2_distance(e1, e2).astype(np.float64)
     record["pair_cosine"] = pair_cosines(scores, pair_set.issame)
+    thresholds = far_thresholds(scores, pair_set.issame, tuple(fars))
+    record["thresholds"] = {k: score_to_cosine(v) for k, v in thresholds.items()}
+    auc = full["auc"]
+    record["at_chance"] = at_chance(auc if isinstance(auc, float) else None)
     fpr, tpr = roc_curve(scores, pair_set.issame)
     result = SetResult(name, record, fpr, tpr, scores)
     if distributions and pair_set.labels is not None:

@@ -8,6 +8,7 @@ feeds raw 0..255 pixel values.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +24,7 @@ from models.device import resolve_device
 from models.loading import sha256_file
 from models.onnx_metadata import read_preprocessing
 from models.preprocess import INSIGHTFACE_MEAN, INSIGHTFACE_STD, flip_fuse, hflip, normalize_pixels
+from models.size import onnx_size, parameter_count, torch_flops
 
 PROBE_PIXEL = 128
 ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -134,13 +136,22 @@ class Embedder(abc.ABC):
         out = self.embed(torch.cat([batch, hflip(batch)]))
         return torch.stack([out[:len(batch)], out[len(batch):]], dim=1)
 
-    def embed_fused(self, images: np.ndarray, batch_size: int) -> np.ndarray:
-        """The verification embedding `flip_fuse` of every image, in batches: uint8 [n, H, W, 3] -> [n, D]."""
+    def embed_fused(self, images: np.ndarray, batch_size: int,
+                    advance: Callable[[int], Any] | None = None) -> np.ndarray:
+        """The verification embedding `flip_fuse` of every image, in batches: uint8 [n, H, W, 3] -> [n, D];
+        `advance(k)` (a progress bar's `update`) is called after each batch of k images."""
         out = [np.zeros((0, self.embedding_size), np.float32)]
         for s in range(0, len(images), batch_size):
             views = self.embed_views(np.ascontiguousarray(images[s:s + batch_size]))
             out.append(flip_fuse(views[:, 0], views[:, 1]).numpy())
+            if advance is not None:
+                advance(len(views))
         return np.concatenate(out)
+
+    def size(self) -> dict[str, int | None]:
+        """`{"parameters", "flops"}` of the model (`models.size`; FLOPs of one image at its input side), None
+        where it cannot be counted."""
+        return {"parameters": None, "flops": None}
 
     def probe_dim(self) -> int:
         """Embedding size measured on one mid-grey image."""
@@ -172,6 +183,13 @@ class TorchEmbedder(Embedder):
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.module(batch.to(self.device))
+
+    def size(self) -> dict[str, int | None]:
+        try:
+            flops: int | None = torch_flops(self.module, self.preprocessing.input_size, self.device)
+        except Exception:  # a module the flop counter cannot trace (some TorchScript graphs)
+            flops = None
+        return {"parameters": parameter_count(self.module), "flops": flops}
 
 
 def _require_file(path: str | Path, key: str) -> Path:
@@ -228,6 +246,7 @@ class OnnxEmbedder(Embedder):
         import onnxruntime as ort
 
         path = _require_file(path, f"{prefix}weights")
+        self.path = path
         self.providers = ["CPUExecutionProvider"]
         if resolve_device(device).type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             self.providers.insert(0, "CUDAExecutionProvider")
@@ -279,6 +298,9 @@ class OnnxEmbedder(Embedder):
                                   f"{fixed[0]} (shape {shape})")
             return input_size
         return fixed[0] if fixed else 0
+
+    def size(self) -> dict[str, int | None]:
+        return onnx_size(self.path)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.numpy().astype(self.input_dtype, copy=False)

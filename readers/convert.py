@@ -9,17 +9,16 @@ are not kept: a `.rec` holds labels only).
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from common.atomic import atomic_folder, atomic_write_text
 from common.errors import ConfigError, PipelineError
 from readers.base import CorruptImageError, FaceDataset
+from readers.face_size import header_size
 from readers.recordio import write_rec
 
 SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"BM", ".bmp"))
@@ -46,12 +45,10 @@ def image_suffix(data: bytes, key: str) -> str:
 
 def stored_size(data: bytes, key: str) -> tuple[int, int]:
     """(height, width) of encoded image bytes, read from the header only."""
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-    except (OSError, ValueError, SyntaxError) as e:
-        raise CorruptImageError(key, f"cannot read the header: {e}") from None
-    return height, width
+    size = header_size(data)
+    if size is None:
+        raise CorruptImageError(key, "cannot read the header")
+    return size[1], size[0]
 
 
 def refuse_existing(paths: tuple[Path, ...]) -> None:

@@ -12,9 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from common.errors import ConfigError, PipelineError
+from common.progress import progress
 from evaluation.binfile import write_bin
 from evaluation.pairs import load_pair_set
 from readers import FolderDataset, ListDataset, RecordIODataset
@@ -40,7 +39,7 @@ def _images(source: Path) -> FaceDataset:
 
 
 def _bar(total: int, what: str) -> Any:
-    return tqdm(total=total, desc=what, unit="img", disable=None, leave=False)
+    return progress(total, what, leave=False)
 
 
 def pairs_to_bin(pairs: Path, root: Path | None, output: Path) -> dict[str, Any]:

@@ -12,8 +12,10 @@ import numpy as np
 
 from cache import TeacherCache, cache_file
 from common.errors import ConfigError
-from config import PipelineConfig
+from config import PipelineConfig, derive, value_at
+from config.auto import AUTO, FEW_IMAGES_FIX, auto_recipe, few_images, median_images_per_identity
 from readers import build_dataset
+from readers.face_size import warn_face_size
 from stages.training.loop import run_loop
 from stages.training.policy import positive_table
 from stages.training.run import TrainInputs
@@ -60,6 +62,36 @@ def check_cache(cache: TeacherCache, cfg: PipelineConfig, dataset_info: dict[str
         raise ConfigError(f"cache '{cache.path}' does not match this run: " + "; ".join(problems))
 
 
+# the methods whose student collapses on few images per identity: a learnable margin head, or teacher centres
+CENTRE_METHODS = ("adadistill", "margindistillation")
+
+
+def resolve_method(cfg: PipelineConfig, labels: np.ndarray) -> PipelineConfig:
+    """`cfg` with `loss.method = "auto"` replaced by its concrete recipe (`config.auto`), logged; with a method
+    chosen by hand, a warning where the training set has too few images per identity for its margin softmax."""
+    median = median_images_per_identity(labels)
+    if cfg.loss.method == AUTO:
+        default = PipelineConfig()
+        keys = ("loss.method", "loss.margin_weight", "loss.fcd_weight")
+        changes = auto_recipe(median, {k: value_at(cfg, k) for k in keys}, {k: value_at(default, k) for k in keys})
+        log.info("loss.method = auto: the training identities have a median of %g images, so %s "
+                 "(saved in the run's config.toml)", median, ", ".join(f"{k} = {v!r}" for k, v in changes.items()))
+        return derive(cfg, changes)
+    if few_images(median):
+        loss = cfg.loss
+        if loss.method in CENTRE_METHODS:
+            log.warning("loss.method = %r learns a margin softmax over teacher class centres, but the training "
+                        "identities have a median of %g images: on such data these students collapse (held-out AUC "
+                        "near 0.5, README \"Defaults\"); use loss.method=auto, or rkd with %s",
+                        loss.method, median, FEW_IMAGES_FIX)
+        elif loss.margin_weight > 0:
+            log.warning("loss.margin_weight = %g trains a margin head over %d identities with a median of %g images: "
+                        "on such data it swamps the teacher's signal and the student stays near chance "
+                        "(README \"Defaults\"); set %s", loss.margin_weight, len(np.unique(labels)), median,
+                        FEW_IMAGES_FIX)
+    return cfg
+
+
 def run_distill(cfg: PipelineConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     path = cache_file(cfg.cache.path, cfg.run.dir)
     dataset = build_dataset(cfg.data)
@@ -71,6 +103,8 @@ def run_distill(cfg: PipelineConfig, resume: bool = False, overwrite: bool = Fal
     rows = np.flatnonzero(cache.done).astype(np.int64)
     if len(rows) < len(dataset):
         log.warning("distill: %d rows were skipped at extraction and are left out", len(dataset) - len(rows))
+    warn_face_size(dataset, cfg.data.image_size)
+    cfg = resolve_method(cfg, np.asarray(dataset.labels, dtype=np.int64)[rows])
     inputs = TrainInputs(dataset=dataset, rows=rows, provider=CacheTargets(cache),
                          positives=positive_table(cfg.train.positive_policy, cache),
                          cache=cache, cache_fingerprint={"teacher": cache.teacher_fingerprint,

@@ -25,11 +25,19 @@ from common.errors import ConfigError, PipelineError
 from common.version import VERSION
 from config import PipelineConfig, config_hash, save_resolved
 from deploy.model_card import card_markdown, evaluation_summary, model_card
-from deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, VERIFY_BATCH_SIZES, export_onnx, verify_onnx
+from deploy.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    VERIFY_BATCH_SIZES,
+    export_onnx,
+    onnx_latency_ms,
+    verify_onnx,
+)
 from models import build_student
 from models.loading import load_backbone_weights, read_torch_file, sha256_file
 from models.onnx_metadata import PREFIX, preprocessing_metadata
 from models.preprocess import INSIGHTFACE_MEAN, INSIGHTFACE_STD
+from models.size import parameter_count, torch_flops
 from readers import SyntheticDataset, build_dataset
 from readers.base import CorruptImageError
 
@@ -158,9 +166,13 @@ def run_export(cfg: PipelineConfig) -> dict[str, Any]:
                  "exporter": "torch.onnx.export (dynamo=False)", "tool_version": VERSION,
                  "verification": {"images": faces_from, "min_cosine_by_batch_size": check.min_cosine,
                                   "threshold": check.threshold}}
+    size_info = {"parameters": parameter_count(source.module), "flops": torch_flops(source.module, size),
+                 "onnx_bytes": out.stat().st_size, "latency_ms": onnx_latency_ms(out, size, dtype)}
+    log.info("export: %s parameters, %s FLOPs per face, %d bytes; onnxruntime latency (ms, one thread) %s",
+             size_info["parameters"], size_info["flops"], size_info["onnx_bytes"], size_info["latency_ms"])
     card = model_card(arch=source.arch, embedding_size=source.embedding_size, input_spec=input_spec,
                       output_spec=output_spec, onnx=onnx_info, training=source.training, teacher=source.teacher,
-                      evaluation=_evaluation(cfg, source))
+                      evaluation=_evaluation(cfg, source), size=size_info)
     card_json, card_md = write_card(card, out)
     save_resolved(cfg, out.parent, f"{out.stem}.export_config.toml")
     return {"command": "export", "onnx": str(out), "model_card": str(card_json), "model_card_md": str(card_md),

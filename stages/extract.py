@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from cache import (
     CacheWriter,
@@ -40,17 +39,20 @@ from cache import (
     shard_path,
 )
 from cache.index import resolve_kind
+from cache.quality import COLLAPSED_COSINE, SPREAD_SAMPLE, mean_pairwise_cosine
 from cache.rows import SubsetRows
 from cache.shards import merge_shard, shard_range
 from checkpoints import seed_everything
 from common.atomic import atomic_write_text, remove_stale_temporaries
 from common.distributed import Dist, device_for
 from common.errors import ConfigError, PipelineError
+from common.progress import progress
 from common.version import VERSION
 from config import PipelineConfig, config_hash, save_resolved
 from models import Embedder, build_teacher
 from models.device import resolve_device
 from readers import build_dataset
+from readers.face_size import warn_face_size
 from readers.torch_rows import ImageRows
 
 log = logging.getLogger(__name__)
@@ -100,11 +102,12 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
                                     teacher.fingerprint())
 
     if dist.main:
+        warn_face_size(dataset, teacher.preprocessing.input_size)
         for final in (out, partial_path(out)):  # temporaries of killed writes (a finalisation copy: the cache's size)
             remove_stale_temporaries(final)
     if out.exists():
         dist.close()  # rank 0 checks and reuses it alone
-        rows_done = _reuse(cfg, out, fingerprint) if dist.main else 0
+        rows_done = _reuse(cfg, out, fingerprint, strict) if dist.main else 0
         return _summary(out, idx_file, report_file, rows_done, n - rows_done if dist.main else 0, 0.0, reused=True)
 
     attrs = cache_attrs(cfg, fingerprint)
@@ -140,13 +143,14 @@ def run_extract(cfg: PipelineConfig, strict: bool = False) -> dict[str, Any]:
     for rank in range(dist.world if dist.active else 0):
         partial_path(shard_path(out, rank, dist.world)).unlink(missing_ok=True)
     _index_and_report(cfg, out, idx_file, report_file)
+    log_quality(report_file, strict)
     rows_done = int(done.sum())
     log.info("wrote %s (%d rows, %d skipped) in %.1fs", out, rows_done, n - rows_done, elapsed)
     return _summary(out, idx_file, report_file, rows_done, n - rows_done, elapsed,
                     reused=False, images_per_s=pending_n * max(1, dist.world) / max(elapsed, 1e-9))
 
 
-def _reuse(cfg: PipelineConfig, out: Path, fingerprint: dict[str, Any]) -> int:
+def _reuse(cfg: PipelineConfig, out: Path, fingerprint: dict[str, Any], strict: bool = False) -> int:
     """Check a finished cache fully against this run, rebuild a missing or changed index or report; rows done."""
     with TeacherCache(out, in_ram="never", verify="full") as existing:
         existing.check_matches(fingerprint)
@@ -159,6 +163,7 @@ def _reuse(cfg: PipelineConfig, out: Path, fingerprint: dict[str, Any]) -> int:
         _index_and_report(cfg, out, idx_file, report_file)
     else:
         log.info("cache %s is complete, intact and matches this teacher and data: nothing to do", out)
+    log_quality(report_file, strict)
     return rows_done
 
 
@@ -191,7 +196,8 @@ def embed_rows(writer: CacheWriter, dataset: Any, pending: np.ndarray, teacher: 
         return
     loader = DataLoader(ImageRows(dataset, pending), batch_size=cfg.teacher.batch_size, shuffle=False,
                         num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
-    bar = tqdm(total=len(pending), unit="img", desc="extract", dynamic_ncols=True)
+    bar = progress(len(pending), "extract")
+    checked = False
     for images, _labels, rows, ok, reasons in loader:
         ok = ok.bool()
         for k in torch.nonzero(~ok).flatten().tolist():
@@ -204,6 +210,9 @@ def embed_rows(writer: CacheWriter, dataset: Any, pending: np.ndarray, teacher: 
             units, norms = _embed_views(teacher, images[ok])
             check_outputs(norms, rows[ok].numpy(), dataset.keys)
             writer.write(rows[ok].numpy() - offset, units, norms)
+            if not checked and len(units) >= 2:  # the first batch: a mis-preprocessed teacher shows at once
+                check_spread(mean_pairwise_cosine(units[:, 0]), f"the first {len(units)} images", strict)
+                checked = True
         bar.update(len(rows))
     bar.close()
 
@@ -216,6 +225,32 @@ def check_outputs(norms: np.ndarray, rows: np.ndarray, keys: list[str]) -> None:
         raise PipelineError(f"the teacher's output for row {int(rows[k])} (key {keys[int(rows[k])]!r}) is unusable: "
                             f"view norms {norms[k].tolist()} (all-zero or NaN embeddings); check teacher.weights "
                             "and the preprocessing keys (teacher.mean, teacher.std, teacher.color, input_layout)")
+
+
+def check_spread(value: float | None, what: str, strict: bool) -> None:
+    """Warn (`strict`: PipelineError) when the teacher's embeddings of different images are nearly identical:
+    their mean pairwise cosine `value` over `what` is above `COLLAPSED_COSINE`, the mark of wrong preprocessing."""
+    if value is None or not value > COLLAPSED_COSINE:
+        return
+    text = (f"the teacher's embeddings are nearly identical across images (mean pairwise cosine {value:.4f} over "
+            f"{what}; a working face model gives about 0.0 to 0.3), so its input is probably preprocessed wrongly: "
+            "check teacher.mean and teacher.std (model input = (pixel/255 - mean) / std; a model that wants raw "
+            "0..255 pixels needs mean [0, 0, 0] and std [1/255, 1/255, 1/255]), teacher.color (RGB | BGR) and "
+            "teacher.input_layout (NCHW | NHWC) against the model's documentation")
+    if strict:
+        raise PipelineError(f"{text}; --strict is set")
+    log.warning("%s (extract --strict makes this an error)", text)
+
+
+def log_quality(report_file: Path, strict: bool = False) -> None:
+    """One log line summing up the data-quality report, and the teacher-spread watchdog on its sample."""
+    report = json.loads(report_file.read_text(encoding="utf-8"))
+    log.info("quality report %s: %d identities (%d with one image: not scored), mean compactness %s, "
+             "%d suspected label-noise rows, mean pairwise cosine %s", report_file, report.get("identities", 0),
+             report.get("single_image_identities", 0), report.get("mean_compactness"),
+             report.get("suspected_count", 0), report.get("mean_pairwise_cosine"))
+    check_spread(report.get("mean_pairwise_cosine"), f"{min(SPREAD_SAMPLE, report.get('rows', 0))} cached images",
+                 strict)
 
 
 def finalize(writer: CacheWriter, dataset: Any, cfg: PipelineConfig) -> np.ndarray:

@@ -42,6 +42,7 @@ def tiny_settings(run_dir: Path, teacher_weights: Path | str = "") -> list[str]:
         "cache.positives_k=3", "cache.dtype=float32",
         "train.batch_size=16", "train.images_per_identity=4", "train.steps=6", "train.warmup_steps=0",
         "train.lr=0.05", "train.log_every=1", "train.checkpoint_every=2", "loss.scale=16.0",
+        "loss.method=icd",  # the tests of the loop exercise ICD-Face; loss.method=auto has tests of its own
         "icd.max_age=100",
     ]
 

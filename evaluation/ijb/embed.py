@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from common.atomic import atomic_path, atomic_write_text
 from common.errors import PipelineError
+from common.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,15 @@ def embed_in_chunks(load: Callable[[int], np.ndarray], count: int, embed_views: 
     pool = ThreadPoolExecutor(workers) if workers > 0 else None
     parts: list[np.ndarray] = []
     try:
-        with tqdm(total=count, initial=done_images, unit="img", desc=desc, dynamic_ncols=True) as bar:
-            for c, batch, images in _loaded_batches(load, _batch_plan(chunks, todo, batch_size), pool,
-                                                      PREFETCH_BATCHES):
-                parts.append(_views(embed_views, images, batch.start))
-                bar.update(len(batch))
-                if batch.stop == chunks[c].stop:  # the chunk's last batch
-                    _save_chunk(chunk_path(work, c), parts[0] if len(parts) == 1 else np.concatenate(parts))
-                    parts = []
+        bar = progress(count, desc, initial=done_images)
+        for c, batch, images in _loaded_batches(load, _batch_plan(chunks, todo, batch_size), pool,
+                                                  PREFETCH_BATCHES):
+            parts.append(_views(embed_views, images, batch.start))
+            bar.update(len(batch))
+            if batch.stop == chunks[c].stop:  # the chunk's last batch
+                _save_chunk(chunk_path(work, c), parts[0] if len(parts) == 1 else np.concatenate(parts))
+                parts = []
+        bar.close()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

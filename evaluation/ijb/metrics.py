@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.protocol import far_key, roc_auc, roc_curve, tar_at_far
+from evaluation.protocol import far_key, far_thresholds, roc_auc, roc_curve, tar_at_far
 
 IJB_FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 PLOT_POINTS = 2000
@@ -63,7 +63,7 @@ def thin_roc(fpr: np.ndarray, tpr: np.ndarray, points: int = PLOT_POINTS) -> tup
 
 def ijb_metrics(scores: np.ndarray, labels: np.ndarray, fars: Sequence[float] = IJB_FARS
                 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """Record (`auc`, `tar_at_far`, `tar_at_far_nearest`) and the full ROC (fpr, tpr) of scores [P]
+    """Record (`auc`, `tar_at_far`, `tar_at_far_nearest`, `thresholds`) and the full ROC (fpr, tpr) of scores [P]
     (higher = more alike) and labels [P] (True = same identity)."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels, dtype=bool).reshape(-1)
@@ -74,5 +74,6 @@ def ijb_metrics(scores: np.ndarray, labels: np.ndarray, fars: Sequence[float] = 
         "auc": roc_auc(scores, labels),
         "tar_at_far": tar_at_far(scores, labels, tuple(fars)),
         "tar_at_far_nearest": nearest_point_tar(fpr, tpr, fars, n_neg, n_pos),
+        "thresholds": far_thresholds(scores, labels, tuple(fars)),  # template cosines: tar_at_far's thresholds
     }
     return record, fpr, tpr

@@ -12,18 +12,19 @@ students.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config import PipelineConfig, save_resolved
+from config import PipelineConfig, derive, save_resolved
 from evaluation.compare import compare_on_set
 from evaluation.verify import SetResult
 from models.device import resolve_device
 from stages.demo.heldout import ALL_PAIRS, DEMO_FARS, SAMPLED, HeldOut, evaluate_held_out, held_out_sets
-from stages.demo.preset import demo_config, derive, preset_changes
+from stages.demo.preset import demo_config, preset_changes
 from stages.demo.report import write_report
 from stages.distill import run_distill
 from stages.evaluate.embedders import build_embedder
@@ -31,11 +32,13 @@ from stages.evaluate.train_compactness import training_compactness
 from stages.extract import run_extract
 from stages.train import run_train
 
+log = logging.getLogger(__name__)
+
 # student name -> (command, config changes): one architecture and budget, three recipes
 STUDENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no_kd": ("train", {}),
-    "fcd": ("distill", {"loss.sdc_weight": 0.0}),
-    "fcd_icd": ("distill", {}),
+    "fcd": ("distill", {"loss.method": "icd", "loss.sdc_weight": 0.0}),
+    "fcd_icd": ("distill", {"loss.method": "icd"}),
 }
 # (a, b): the differences b - a the report states, with their intervals, for every seed
 CONTRASTS = (("no_kd", "fcd"), ("fcd", "fcd_icd"), ("no_kd", "fcd_icd"))
@@ -49,6 +52,7 @@ class ModelResult:
     images_per_s: float
     compactness: dict[str, Any] | None = None
     checkpoint: str = ""
+    size: dict[str, Any] = field(default_factory=dict)  # parameters, flops (models.size)
 
     @property
     def sampled(self) -> SetResult:
@@ -61,7 +65,7 @@ class ModelResult:
     def public(self) -> dict[str, Any]:
         """Its entry in the summary's `models`: `eval` (the 1,000-pair set), `eval_all` (all-vs-all pairs)."""
         out: dict[str, Any] = {"eval": self.sampled.record, "eval_all": self.all_pairs.record,
-                               "images_per_s": self.images_per_s}
+                               "images_per_s": self.images_per_s, **self.size}
         if self.compactness:
             out["train_intra_gap"] = self.compactness["gap"]
         return out
@@ -108,7 +112,7 @@ def train_student(base: PipelineConfig, name: str, seed: int, root: Path, timing
     assert embedder is not None
     return ModelResult(evaluate_held_out(embedder, held, cfg.eval.batch_size, cfg.eval.nfolds), run["images_per_s"],
                        training_compactness(cfg, embedder, run_dir, name),
-                       run["checkpoint"])
+                       run["checkpoint"], embedder.size())
 
 
 def run_demo(cfg: PipelineConfig, quick: bool = False) -> dict[str, Any]:
@@ -117,6 +121,10 @@ def run_demo(cfg: PipelineConfig, quick: bool = False) -> dict[str, Any]:
     root = Path(cfg.run.dir)
     root.mkdir(parents=True, exist_ok=True)
     cfg = demo_config(cfg, quick)
+    if quick:
+        log.warning("demo --quick is a smoke test: tiny models trained for %d steps on %d x %d faces; its numbers "
+                    "mean nothing (run `demo` without --quick for the real comparison)", cfg.train.steps,
+                    cfg.data.image_size, cfg.data.image_size)
     save_resolved(cfg, root)
     device = str(resolve_device(cfg.run.device))
     held = held_out_sets(cfg, root / "heldout")
@@ -131,18 +139,18 @@ def run_demo(cfg: PipelineConfig, quick: bool = False) -> dict[str, Any]:
     teacher, _ = build_embedder(teacher_cfg, "teacher", device)
     assert teacher is not None
     results = {"teacher": ModelResult(evaluate_held_out(teacher, held, cfg.eval.batch_size, cfg.eval.nfolds),
-                                      teacher_run["images_per_s"])}
+                                      teacher_run["images_per_s"], size=teacher.size())}
     for seed in cfg.demo.seeds:
         for name in STUDENTS:
             results[f"seed{seed}/{name}"] = train_student(base, name, seed, root, timings, held, device)
     t0 = time.perf_counter()
     comparisons = contrasts(cfg, held, results)
     timings["bootstrap_s"] = time.perf_counter() - t0
-    report = write_report(root, cfg, results, comparisons, preset_changes(cfg), list(STUDENTS))
+    report = write_report(root, cfg, results, comparisons, preset_changes(cfg), list(STUDENTS), quick)
     return {
         "command": "demo", "report": str(report), "cache": extract["cache"], "teacher": teacher_run["backbone"],
         "pairs": str(held.sampled.source), "pairs_all": str(held.all_pairs.source),
         "seconds": round(time.perf_counter() - start, 1),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "models": {k: v.public() for k, v in results.items()}, "comparisons": comparisons,
+        "models": {k: v.public() for k, v in results.items()}, "comparisons": comparisons, "smoke_test": quick,
     }

@@ -1,11 +1,10 @@
 """The demo's preset: the `[demo]` keys applied over the other sections, and `--quick`'s smaller sizes."""
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
-from config import PipelineConfig, validate, value_at
+from config import PipelineConfig, derive, value_at
 
 log = logging.getLogger(__name__)
 
@@ -20,21 +19,6 @@ QUICK: dict[str, Any] = {
     "train.batch_size": 16, "train.images_per_identity": 4, "train.steps": 4, "demo.warmup_steps": 0,
     "train.log_every": 2, "train.checkpoint_every": 1000, "demo.teacher_epochs": 1.0,
 }
-
-
-def derive(cfg: PipelineConfig, changes: dict[str, Any]) -> PipelineConfig:
-    """A validated copy of `cfg` with `{"section.key": value}` (or `section.sub.key`) changes."""
-    out = copy.deepcopy(cfg)
-    for dotted, value in changes.items():
-        parts = dotted.split(".")
-        obj: Any = out
-        for p in parts[:-1]:
-            obj = getattr(obj, p)
-        if not hasattr(obj, parts[-1]):
-            raise KeyError(dotted)
-        setattr(obj, parts[-1], value)
-    validate(out)
-    return out
 
 
 def preset_changes(cfg: PipelineConfig) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from common.atomic import atomic_write_text
 from config import PipelineConfig
 from evaluation.compare import mean_std, verdict
 from evaluation.plots import plot_roc, plot_similarity_histograms
+from models.size import count_text as _count
 
 if TYPE_CHECKING:
     from stages.demo.command import ModelResult
@@ -43,9 +44,9 @@ def header(cfg: PipelineConfig, sampled: dict[str, Any], all_pairs: dict[str, An
         f"same-identity, {all_pairs['impostor_pairs']} different-identity pairs). intra: mean held-out same-identity "
         "cosine; the gaps are teacher minus student, on held-out identities and on the training set (to the "
         "cached teacher).", "",
-        "| model | accuracy | AUC | TAR@FAR=1e-2 | TAR@FAR=1e-3 | TAR@FAR=1e-4 | intra (held-out) "
-        "| intra gap (held-out) | intra gap (train) | train img/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | parameters | FLOPs per face | accuracy | AUC | TAR@FAR=1e-2 | TAR@FAR=1e-3 | TAR@FAR=1e-4 "
+        "| intra (held-out) | intra gap (held-out) | intra gap (train) | train img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
 
@@ -53,7 +54,8 @@ def model_row(name: str, r: ModelResult, teacher_intra: float) -> str:
     acc, ev = r.sampled.record, r.all_pairs.record
     tar = ev["tar_at_far"]
     gap = None if name == "teacher" else teacher_intra - ev["intra_mean"]
-    return (f"| {name} | {acc['accuracy_mean']:.4f} ± {acc['accuracy_std']:.4f} | {_fmt(ev['auc'])} | "
+    size = f"{_count(r.size.get('parameters'))} | {_count(r.size.get('flops'))}"
+    return (f"| {name} | {size} | {acc['accuracy_mean']:.4f} ± {acc['accuracy_std']:.4f} | {_fmt(ev['auc'])} | "
             f"{_fmt(tar.get('1e-2'))} | {_fmt(tar.get('1e-3'))} | {_fmt(tar.get('1e-4'))} | {ev['intra_mean']:.4f} | "
             f"{_fmt(gap)} | {_fmt(_train_gap(r))} | {r.images_per_s:.0f} |")
 
@@ -108,12 +110,19 @@ def plots(root: Path, cfg: PipelineConfig, results: dict[str, ModelResult], stud
     return lines
 
 
+SMOKE_TEST = ("**Smoke test (`demo --quick`): tiny models trained for a few steps on 16 x 16 faces. Its numbers "
+              "mean nothing; `icdface demo` without --quick gives the real comparison.**")
+
+
 def write_report(root: Path, cfg: PipelineConfig, results: dict[str, ModelResult], comparisons: list[dict[str, Any]],
-                 preset: dict[str, Any], students: Sequence[str]) -> Path:
-    """`<root>/report.md` with its plots beside it (`students`: the recipe names); returns its path."""
+                 preset: dict[str, Any], students: Sequence[str], quick: bool = False) -> Path:
+    """`<root>/report.md` with its plots beside it (`students`: the recipe names; `quick`: a smoke test, said at
+    the top); returns its path."""
     teacher = results["teacher"]
     teacher_intra = teacher.all_pairs.record["intra_mean"]
     lines = header(cfg, teacher.sampled.record, teacher.all_pairs.record, preset)
+    if quick:
+        lines = lines[:2] + [SMOKE_TEST, ""] + lines[2:]
     lines += [model_row(name, r, teacher_intra) for name, r in results.items()]
     lines += comparison_table(comparisons)
     if len(cfg.demo.seeds) > 1:

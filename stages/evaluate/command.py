@@ -11,6 +11,7 @@ from typing import Any
 
 from common.atomic import atomic_write_text
 from common.errors import ConfigError
+from common.progress import progress
 from config import PipelineConfig, save_resolved
 from evaluation.compare import compare_on_set, model_pairs
 from evaluation.ijb import IjbOptions, detect_ijb_name, evaluate_ijb
@@ -20,11 +21,14 @@ from evaluation.plots import plot_roc
 from evaluation.verify import DEFAULT_FARS, SetResult, evaluate_sets
 from models.device import resolve_device
 from models.embedder import Embedder
+from models.size import count_text as _count
+from readers.face_size import face_size_warning, sample_sizes
 from stages.evaluate.embedders import build_embedder, cache_embeddings
 from stages.evaluate.train_compactness import training_compactness
 
 log = logging.getLogger(__name__)
 
+CHANCE_NOTE = " (at chance)"  # beside an AUC below evaluation.collapse.CHANCE_AUC
 IJB_CHUNK_IMAGES = 8192  # images per resumable embedding chunk of an IJB set (8192 x 2 x 512 float32 = 32 MiB)
 
 
@@ -69,13 +73,15 @@ def evaluate_ijb_roots(cfg: PipelineConfig, embedder: Embedder, tag: str, roots:
 def model_input_side(embedder: Embedder, pair_sets: list[PairSet]) -> int:
     """The side pair images are decoded at: the model's own input size, never `data.image_size`.
 
-    Says once per set in the log when the stored images have another size and are resized.
+    Warns once per set when sampled stored images are not `side` x `side` (`readers.face_size`): they are
+    resized, which only aligned crops survive.
     """
     side = embedder.preprocessing.input_size
     for pair_set in pair_sets:
-        stored = pair_set.stored_size()
-        if stored is not None and stored != (side, side):
-            log.info("%s: images are %d x %d, resized to the model's input side %d", pair_set.name, *stored, side)
+        warning = face_size_warning(f"pair set '{pair_set.source}'",
+                                    sample_sizes(len(pair_set.images), pair_set.image_bytes), side)
+        if warning:
+            log.warning("%s", warning)
     return side
 
 
@@ -101,7 +107,11 @@ def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[
     def embed(pair_set: PairSet) -> Any:
         if embedder is None:
             return cache_embeddings(cfg, pair_set)
-        return embedder.embed_fused(pair_set.decode(side), cfg.eval.batch_size)
+        log.info("%s on %s: decoding %d images at %d x %d", tag, pair_set.name, len(pair_set.images), side, side)
+        bar = progress(len(pair_set.images), f"evaluate {tag} on {pair_set.name}")
+        out = embedder.embed_fused(pair_set.decode(side), cfg.eval.batch_size, bar.update)
+        bar.close()
+        return out
 
     roots = ijb_roots(cfg, embedder)
     for pair_set in pair_sets:
@@ -115,9 +125,17 @@ def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[
         plot_roc({tag: (result.fpr, result.tpr)}, roc_png, f"{name}: {tag}")
         sets[name] = {**result.record, "roc_plot": str(roc_png)}
         cos = result.record["pair_cosine"]
-        log.info("%s on %s: accuracy %.4f +- %.4f, AUC %s, mean cosine genuine %s / impostor %s", tag, name,
-                 result.record["accuracy_mean"], result.record["accuracy_std"], result.record["auc"],
-                 _fmt(cos["genuine_mean"]), _fmt(cos["impostor_mean"]))
+        log.info("%s on %s: accuracy %.4f +- %.4f, AUC %s%s, TAR@FAR %s at cosine thresholds %s, mean cosine "
+                 "genuine %s / impostor %s", tag, name, result.record["accuracy_mean"], result.record["accuracy_std"],
+                 _fmt(result.record["auc"]), CHANCE_NOTE if result.record["at_chance"] else "",
+                 result.record["tar_at_far"], result.record["thresholds"], _fmt(cos["genuine_mean"]),
+                 _fmt(cos["impostor_mean"]))
+        if result.record["at_chance"]:
+            log.warning("%s on %s: AUC %s is at chance: the model does not tell these people apart. A teacher: check "
+                        "its preprocessing keys (teacher.mean, teacher.std, teacher.color, teacher.input_layout) and "
+                        "that the faces are aligned crops; a student: read distill's warnings (loss.margin_weight, "
+                        "loss.fcd_weight, train.lr; loss.method=auto chooses by the data)", tag, name,
+                        _fmt(result.record["auc"]))
         if cos["collapsed"]:
             log.warning("%s on %s: the embedding has collapsed: impostor pairs have mean cosine %s (genuine %s); "
                         "a healthy face model is near 0 (the LFW teacher: 0.03)", tag, name,
@@ -125,6 +143,10 @@ def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[
     if embedder is not None and roots:  # ijb_roots refuses the cache model
         sets.update(evaluate_ijb_roots(cfg, embedder, tag, roots, out_dir))
     record: dict[str, Any] = {"model": spec, "sets": sets}
+    if embedder is not None:
+        record.update(embedder.size())
+        log.info("%s: %s parameters, %s FLOPs per image at %d x %d", tag, _count(record["parameters"]),
+                 _count(record["flops"]), side, side)
     if embedder is not None and spec != "teacher":
         record["compactness"] = training_compactness(cfg, embedder, out_dir, tag)
     return tag, record, results
@@ -147,14 +169,18 @@ def comparisons(pair_sets: list[PairSet], results: dict[str, dict[str, SetResult
 
 
 def comparison_table(models: dict[str, Any], comps: list[dict[str, Any]]) -> str:
-    """The markdown table of several models: metrics per model and set, then each difference with its interval."""
-    lines = ["| model | set | accuracy | AUC | TAR@FAR=1e-3 | TAR@FAR=1e-4 |", "|---|---|---|---|---|---|"]
+    """The markdown table of several models: size and metrics per model and set (each TAR with the cosine
+    threshold it holds at), then each difference with its interval."""
+    lines = ["| model | parameters | FLOPs | set | accuracy | AUC | TAR@FAR=1e-3 (threshold) | "
+             "TAR@FAR=1e-4 (threshold) |", "|---|---|---|---|---|---|---|---|"]
     for tag, model in models.items():
         for name, r in model["sets"].items():
-            tar = r.get("tar_at_far", {})
+            tar, thr = r.get("tar_at_far", {}), r.get("thresholds", {})
             acc = f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}" if "accuracy_mean" in r else "n/a"
-            lines.append(f"| {tag} | {name} | {acc} | {_fmt(r.get('auc'))} | {_fmt(tar.get('1e-3'))} | "
-                         f"{_fmt(tar.get('1e-4'))} |")
+            auc = _fmt(r.get("auc")) + (CHANCE_NOTE if r.get("at_chance") else "")
+            tars = " | ".join(f"{_fmt(tar.get(k))} ({_fmt(thr.get(k))})" for k in ("1e-3", "1e-4"))
+            lines.append(f"| {tag} | {_count(model.get('parameters'))} | {_count(model.get('flops'))} | {name} | "
+                         f"{acc} | {auc} | {tars} |")
     lines += ["", "| set | metric | b - a | 95% interval (paired bootstrap over identities) |", "|---|---|---|---|"]
     for c in comps:
         lines.append(f"| {c['set']} | {c['metric']}: {c['b']} - {c['a']} | {_fmt(c['difference'])} | "
@@ -164,6 +190,7 @@ def comparison_table(models: dict[str, Any], comps: list[dict[str, Any]]) -> str
 
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
+
 
 
 def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from config import PipelineConfig, config_from_dict, to_dict
 from config.choices import METHODS
+from stages.training.methods import TRAIN
 
 # Sections whose change makes a checkpoint a different experiment (refused on resume).
 RESUME_SECTIONS = ("data", "student", "loss", "icd", "rkd", "ekd", "adadistill", "margindistillation", "cache")
@@ -35,6 +36,8 @@ def experiment_sections(cfg: PipelineConfig, method: str) -> dict[str, dict[str,
         section, name = key.split(".")
         out.get(section, {}).pop(name, None)
     out["train"] = {k: d["train"][k] for k in BATCH_KEYS}
+    if method == TRAIN:  # `train` runs the margin loss whatever `loss.method` names ("auto" or "icd")
+        out["loss"].pop("method", None)
     return out
 
 

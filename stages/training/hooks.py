@@ -1,8 +1,9 @@
 """Hooks around `train_step`, in the manner of arcface_torch's `utils_callbacks.py`.
 
 Each hook sees the run at its start, after every step and at its end: the NaN guard, per-step
-metrics (`metrics.csv`, the log line with throughput and ETA, TensorBoard when installed), periodic
-verification on `eval.pairs`, and checkpoints. They run in that order after each step.
+metrics (`metrics.csv`, the log line with throughput and ETA, a bar on a terminal, TensorBoard when
+installed), the learning watchdog (`stages.training.watchdog`), periodic verification on `eval.pairs`,
+and checkpoints. They run in that order after each step.
 
 No hook waits for the device on an ordinary step: the NaN guard and the metrics keep each step's
 numbers as device tensors and read them back together at a sync step (`sync_step`: every
@@ -17,44 +18,29 @@ import csv
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from checkpoints import checkpoint_path, nonfinite_entries, prune_checkpoints, save_checkpoint
 from common.atomic import atomic_path
 from common.errors import PipelineError
+from common.progress import on_terminal
 from config import PipelineConfig
 from evaluation.pairs import PairSet, load_pair_set
 from evaluation.verify import evaluate_sets
 from models import TorchEmbedder
+from stages.training.hook import Hook, log_step, sync_step
 from stages.training.run import Run, run_state
 from stages.training.step import StepOutput
 from stages.training.tensorboard import Scalars
+from stages.training.watchdog import LearningWatchdog
 
 log = logging.getLogger(__name__)
 
 KEEP_CHECKPOINTS = 2
-
-
-class Hook:
-    """Does nothing; subclasses override what they need."""
-
-    def on_start(self, run: Run) -> None:
-        """Before the first step of this process."""
-
-    def after_step(self, run: Run, out: StepOutput) -> None:
-        """After `train_step` (run.step is the step just done)."""
-
-    def on_end(self, run: Run) -> None:
-        """After the last step (also when the run was already finished)."""
-
-
-def sync_step(run: Run) -> bool:
-    """Whether hooks read the device's numbers back after `run.step`: logging, checkpoint, verification or last step."""
-    train = run.cfg.train
-    return (run.step % train.log_every == 0 or run.step % train.checkpoint_every == 0 or run.step >= run.total
-            or bool(train.eval_every and run.step % train.eval_every == 0))
 
 
 class NanGuard(Hook):
@@ -131,6 +117,7 @@ class MetricsLogger(Hook):
         self.window_t = 0.0
         self.window_n = 0
         self.pending: list[tuple[int, float, list[str], torch.Tensor]] = []
+        self.bar: Any = None
 
     def on_start(self, run: Run) -> None:
         columns = ["step", "loss", *run.weights, "lr", "images_per_s", "ts_cos", "intra_teacher", "intra_student"]
@@ -138,6 +125,8 @@ class MetricsLogger(Hook):
         self.csv = MetricsCSV(run.run_dir / "metrics.csv", columns, resume_step)
         self.tb.open(run.run_dir, run.cfg.train.tensorboard, resume_step)
         self.window_t, self.window_n = time.perf_counter(), 0
+        if on_terminal():  # a bar on a terminal; log files get the step lines alone
+            self.bar = tqdm(total=run.total, initial=run.step, desc=run.command, unit="step", dynamic_ncols=True)
 
     def after_step(self, run: Run, out: StepOutput) -> None:
         assert self.csv is not None
@@ -145,6 +134,8 @@ class MetricsLogger(Hook):
         values = torch.stack([out.loss, *out.terms.values(), *out.stats.values()]).detach().float()
         self.pending.append((run.step, float(run.scheduler.get_last_lr()[0]), names, values))
         self.window_n += out.images
+        if self.bar is not None:
+            self.bar.update(1)
         if not sync_step(run):
             return
         flat = torch.cat([v for *_, v in self.pending]).cpu().tolist()
@@ -154,11 +145,14 @@ class MetricsLogger(Hook):
             rows.append({"step": step, **dict(zip(names, flat[at:at + len(values)], strict=True)), "lr": lr})
             at += len(values)
         self.pending = []
-        if run.step % run.cfg.train.log_every == 0 or run.step == run.total:
+        if log_step(run):
             self._log(run, rows[-1], list(out.terms))
         self.csv.append(rows)
         for row in rows:
             self.tb.add_row(row)
+        if self.bar is not None:
+            last = rows[-1]
+            self.bar.set_postfix_str(" ".join(f"{k} {last[k]:.4f}" for k in ("loss", "ts_cos") if k in last))
 
     def _log(self, run: Run, row: dict[str, float], terms: list[str]) -> None:
         now = time.perf_counter()
@@ -174,6 +168,8 @@ class MetricsLogger(Hook):
     def on_end(self, run: Run) -> None:
         if self.csv is not None:
             self.csv.close()
+        if self.bar is not None:
+            self.bar.close()
         self.tb.close()
 
 
@@ -278,7 +274,7 @@ def default_hooks(cfg: PipelineConfig, main: bool = True) -> list[Hook]:
     if not main:
         return [NanGuard()]
     scalars = Scalars()  # TensorBoard: one writer for the metrics and the verification
-    hooks: list[Hook] = [NanGuard(), MetricsLogger(scalars)]
+    hooks: list[Hook] = [NanGuard(), MetricsLogger(scalars), LearningWatchdog()]
     if cfg.eval.pairs and cfg.train.eval_every:
         hooks.append(VerificationHook(cfg, scalars))
     hooks.append(CheckpointHook())

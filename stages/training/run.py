@@ -5,9 +5,9 @@ scaler, the epoch planner, the position in training (step, epoch, batch), and th
 `loss.method` (`stages.training.methods`: AdaDistill's or EKD's evolving state, MarginDistillation's
 teacher centres). `train` and `distill` differ only in the `TrainInputs` they pass: `distill` adds
 teacher targets, positives and the cache fingerprint, which switch on the projector, the bank and the
-distillation terms; `train` accepts only the default `loss.method` ("icd"), a ConfigError naming the
-key otherwise, since it has no teacher to distil from. Resuming restores
-the whole state from a checkpoint (`checkpoints.format` describes its keys) after checking that the
+distillation terms; `train` accepts only `loss.method` "auto" (the default) or "icd", a ConfigError naming
+the key otherwise, since it has no teacher to distil from; `distill` resolves "auto" before it gets here.
+Resuming restores the whole state from a checkpoint (`checkpoints.format` describes its keys) after checking that the
 checkpoint belongs to the same experiment.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from checkpoints import capture_rng, list_checkpoints, load_checkpoint, restore_
 from common.distributed import Dist, device_for
 from common.errors import ConfigError
 from config import PipelineConfig, config_hash, to_dict
+from config.auto import AUTO
 from losses import MarginHead, similarity_grid
 from models import build_student
 from models.device import resolve_device
@@ -226,9 +227,12 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     A fresh run in a `run.dir` that holds checkpoints is refused unless `overwrite` (which deletes them).
     """
     distill = inputs.provider is not None
-    if not distill and cfg.loss.method != "icd":
+    if not distill and cfg.loss.method not in (AUTO, "icd"):
         raise ConfigError(f"config key 'loss.method' = {cfg.loss.method!r}: {command} has no teacher to distil from; "
-                          "it trains the margin loss only and accepts the default \"icd\" alone")
+                          "it trains the margin loss only and accepts \"auto\" (the default) or \"icd\" alone")
+    if distill and cfg.loss.method == AUTO:
+        raise ConfigError("config key 'loss.method' = \"auto\" reached the training loop unresolved "
+                          "(stages.distill.resolve_method chooses the method from the cache)")
     weights = method_weights(cfg, distill, command)
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)

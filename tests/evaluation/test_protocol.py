@@ -158,3 +158,27 @@ def test_summarize_fields() -> None:
     assert set(summary["tar_at_far"]) == {"1e-3", "1e-4"}
     assert summary["tar_at_far"]["1e-4"] is None
     assert 0.5 < summary["auc"] <= 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_far_thresholds_by_brute_force(seed: int) -> None:
+    """Each threshold: the lowest score of the impostors such that at most far x n_neg impostors score strictly
+    above it, found by trying every impostor score; TAR there is tar_at_far's value."""
+    from evaluation.protocol import far_thresholds
+
+    rng = np.random.default_rng(seed)
+    issame = rng.random(3000) < 0.3
+    scores = np.round(rng.standard_normal(3000) + 1.5 * issame, 2)  # rounded: ties among impostors
+    fars = (1e-2, 5e-3, 1e-3)
+    got = far_thresholds(scores, issame, fars)
+    tars = tar_at_far(scores, issame, fars)
+    impostor, genuine = scores[~issame], scores[issame]
+    for far in fars:
+        key = f"{far:.0e}".replace("e-0", "e-")
+        allowed = np.floor(far * impostor.size + 1e-9)
+        ok = [t for t in np.unique(impostor) if (impostor > t).sum() <= allowed]
+        want = min(ok)
+        assert got[key] == pytest.approx(want)
+        assert (impostor > got[key]).mean() <= far
+        assert tars[key] == pytest.approx(np.mean(genuine > got[key]))
+    assert far_thresholds(scores[:50], issame[:50], (1e-4,)) == {"1e-4": None}

@@ -47,8 +47,11 @@ def test_export_writes_a_verified_onnx_and_its_model_card(trained: list[str]) ->
     assert card["training"]["command"] == "distill" and len(card["training"]["config_hash"]) == 64
     assert card["teacher"]["arch"] == "iresnet18" and len(card["teacher"]["weights_sha256"]) == 64
     assert card["onnx"]["opset"] == 17 and card["onnx"]["sha256"] and card["onnx"]["verification"]["threshold"]
+    assert card["parameters"] > 0 and card["flops"] > 0 and card["onnx_bytes"] == path.stat().st_size
+    assert set(card["latency_ms"]) == {"1", "32"} and all(v > 0 for v in card["latency_ms"].values())
     markdown = Path(summary["model_card_md"]).read_text()
     assert "(pixel / 255 - mean) / std" in markdown and "Not evaluated" in markdown
+    assert "## Size and speed" in markdown and f"{card['onnx_bytes']} bytes" in markdown
 
 
 def test_the_exported_student_evaluates_like_its_checkpoint(trained: list[str], pair_sets: tuple[Path, Path],

@@ -191,3 +191,54 @@ def test_a_two_process_extract_equals_the_one_process_cache_bit_for_bit(tmp_path
         for attr in ("teacher", "dataset", "embedding_dim", "dtype"):  # the fingerprint (run.dir differs)
             assert a.attrs[attr] == b.attrs[attr], attr
     assert Path(found[0]["index"]).exists() and Path(found[0]["report"]).exists()
+
+
+def test_extract_writes_its_log_and_a_quality_summary(extracted: tuple[Path, list[str], dict]) -> None:
+    run, _settings, summary = extracted
+    text = (run / "extract.log").read_text()
+    assert "quality report" in text and "mean pairwise cosine" in text and "wrote" in text
+    report = json.loads(Path(summary["report"]).read_text())
+    assert report["single_image_identities"] == 0 and report["mean_pairwise_cosine"] < 0.9
+
+
+def _collapsed_teacher(path: Path) -> Path:
+    """A TorchScript 'teacher' whose output hardly depends on the image, as a mis-preprocessed one behaves."""
+
+    class Collapsed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ones(x.shape[0], 32) + 1e-3 * x.flatten(1)[:, :32]
+
+    torch.jit.script(Collapsed()).save(str(path))
+    return path
+
+
+def test_a_teacher_that_tells_no_faces_apart_is_named_and_refused_under_strict(tmp_path: Path) -> None:
+    weights = _collapsed_teacher(tmp_path / "collapsed.pt")
+    settings = tiny_settings(tmp_path / "run", weights) + ["teacher.arch=torchscript"]
+    code, out, _ = invoke("extract", settings)
+    assert code == 0, out
+    warning = [ln for ln in out.splitlines() if "nearly identical across images" in ln]
+    assert len(warning) == 2  # after the first batch, and on the whole cache's sample
+    for key in ("teacher.mean", "teacher.std", "teacher.color", "teacher.input_layout", "--strict"):
+        assert key in warning[0]
+    code, out, _ = invoke("extract", tiny_settings(tmp_path / "strict", weights) + ["teacher.arch=torchscript"],
+                          "--strict")
+    assert code == 1 and "nearly identical" in out and "Traceback" not in out
+    assert not (tmp_path / "strict" / "cache" / "teacher.h5").exists()
+
+
+def test_a_working_teacher_gets_no_spread_warning(extracted: tuple[Path, list[str], dict]) -> None:
+    run, _settings, _summary = extracted
+    assert "nearly identical" not in (run / "extract.log").read_text()
+
+
+def test_photos_of_another_size_are_named_with_the_fix(tmp_path: Path, teacher_weights: Path) -> None:
+    from readers.synthetic import SyntheticDataset, write_pair_set
+
+    faces = Path(write_pair_set(SyntheticDataset(4, 4, 32, seed=5, difficulty=1.0), tmp_path / "faces", 20,
+                                seed=0)).parent
+    (faces / "pairs.txt").unlink()
+    settings = tiny_settings(tmp_path / "run", teacher_weights) + ["data.format=folder", f"data.root={faces}"]
+    code, out, _ = invoke("extract", settings)
+    assert code == 0, out
+    assert "not 16 x 16 (most often 32 x 32)" in out and "aligned" in out

@@ -27,7 +27,11 @@ def test_demo_quick_writes_report(demo_run: tuple[Path, dict]) -> None:
     for name in ("teacher", "no_kd", "fcd", "fcd_icd"):
         assert name in text
     assert (tmp_path / "roc.png").exists() and (tmp_path / "heldout_similarity.png").exists()
+    assert summary["smoke_test"] is True and "Smoke test" in text and "mean nothing" in text
+    assert "demo --quick is a smoke test" in (tmp_path / "demo.log").read_text()
+    assert "| parameters | FLOPs per face |" in text
     for name, model in summary["models"].items():
+        assert model["parameters"] > 0 and model["flops"] > 0, name
         ev, ev_all = model["eval"], model["eval_all"]
         assert 0.0 <= ev["accuracy_mean"] <= 1.0, name
         assert ev["pairs"] == 40

@@ -14,6 +14,8 @@ def _check_set(record: dict) -> None:
     assert 0.0 <= record["accuracy_mean"] <= 1.0 and record["accuracy_std"] >= 0.0
     assert record["pairs"] == 40
     assert set(record["tar_at_far"]) == {"1e-3", "1e-4"}
+    assert set(record["thresholds"]) == {"1e-3", "1e-4"}  # 20 impostor pairs: too few for either rate
+    assert record["at_chance"] == (record["auc"] < 0.6)
     assert Path(record["roc_plot"]).exists()
 
 
@@ -28,6 +30,10 @@ def test_evaluate_student_and_teacher_on_txt_and_bin(trained: list[str], pair_se
         _check_set(record)
     if model == "student":
         assert summary["compactness"]["rows"] > 0
+    assert summary["parameters"] > 0 and summary["flops"] > 0
+    run = Path(next(s.split("=", 1)[1] for s in trained if s.startswith("run.dir=")))
+    log = (run / "evaluate.log").read_text()
+    assert "FLOPs per image at 16 x 16" in log and "cosine thresholds" in log
 
 
 def test_txt_and_bin_give_identical_results(trained: list[str], pair_sets: tuple[Path, Path], tmp_path: Path) -> None:
@@ -179,3 +185,14 @@ def test_several_models_are_compared_with_paired_bootstrap_intervals(trained: li
     assert auc["difference"] == pytest.approx(aucs["student"] - aucs["teacher"])
     assert auc["ci_low"] <= auc["difference"] <= auc["ci_high"]
     assert (run_dir / "eval" / "comparison.md").exists() and (run_dir / "eval" / "comparison.json").exists()
+
+
+def test_the_comparison_table_shows_size_thresholds_and_chance() -> None:
+    from stages.evaluate.command import comparison_table
+
+    record = {"accuracy_mean": 0.5, "accuracy_std": 0.01, "auc": 0.498, "at_chance": True,
+              "tar_at_far": {"1e-3": 0.0015, "1e-4": None}, "thresholds": {"1e-3": 0.3125, "1e-4": None}}
+    models = {"student": {"model": "student", "parameters": 1530000, "flops": 56000000, "sets": {"lfw": record}}}
+    table = comparison_table(models, [])
+    row = "| student | 1.53M | 56M | lfw | 0.5000 ± 0.0100 | 0.4980 (at chance) | 0.0015 (0.3125) | n/a (n/a) |"
+    assert row in table

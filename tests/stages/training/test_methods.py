@@ -167,7 +167,7 @@ def _two_identity_batch(seed: int, loss: LossConfig, batch_rows: tuple[list[int]
 
 
 def test_sdc_term_weights_each_distinct_image_pair_once() -> None:
-    run, batch, emb, labels, targets, icd = _two_identity_batch(2, LossConfig())
+    run, batch, emb, labels, targets, icd = _two_identity_batch(2, LossConfig(method="icd"))
     rows = batch["rows"]
     x = _inputs(run, emb, batch, labels, rows)
     terms, stats = icd_terms(run, x), step_stats(x)
@@ -179,7 +179,7 @@ def test_sdc_term_weights_each_distinct_image_pair_once() -> None:
 
 def test_impostor_term_is_sdc_over_distinct_different_identity_pairs() -> None:
     # row 10 twice, row 11 once: its impostor pairs occur twice or once, so unweighted copies would skew the density
-    run, batch, emb, labels, targets, icd = _two_identity_batch(3, LossConfig(impostor_sdc_weight=0.5),
+    run, batch, emb, labels, targets, icd = _two_identity_batch(3, LossConfig(method="icd", impostor_sdc_weight=0.5),
                                                                 ([10, 11, 10, 20, 21, 22, 23, 24],
                                                                  [0, 0, 0, 1, 1, 1, 1, 1]))
     rows = batch["rows"]
@@ -187,12 +187,12 @@ def test_impostor_term_is_sdc_over_distinct_different_identity_pairs() -> None:
     want, _ = _reference_sdc(rows.tolist(), labels.tolist(), emb, targets, run.grid.tolist(), icd.sigma, icd.kl_eps,
                              same=False)
     assert terms["impostor_sdc"].item() == pytest.approx(want, rel=1e-4)
-    run.weights = method_weights(PipelineConfig(loss=LossConfig(margin_weight=0.0)), True, "distill")
+    run.weights = method_weights(PipelineConfig(loss=LossConfig(method="icd", margin_weight=0.0)), True, "distill")
     assert "impostor_sdc" not in icd_terms(run, _inputs(run, emb, batch, labels, rows))
 
 
 def test_per_identity_distribution_gives_each_identity_its_own_kl() -> None:
-    run, batch, emb, labels, targets, icd = _two_identity_batch(4, LossConfig())
+    run, batch, emb, labels, targets, icd = _two_identity_batch(4, LossConfig(method="icd"))
     rows = batch["rows"]
     run.cfg.icd = IcdConfig(pairs="batch", grid_step=0.05, sigma=0.1, distribution="per_identity")
     terms = icd_terms(run, _inputs(run, emb, batch, labels, rows))

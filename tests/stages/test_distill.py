@@ -1,0 +1,51 @@
+"""`stages.distill`: `loss.method = "auto"` resolved from the cache, and the warning for a margin head on few images."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from tests.conftest import invoke, tiny_settings
+from tests.stages.conftest import read_metrics
+
+
+def _config(run: Path) -> dict:
+    return tomllib.loads((run / "config.toml").read_text())
+
+
+def test_auto_picks_adadistill_with_many_images_per_identity(extracted: tuple[Path, list[str], dict],
+                                                             tmp_path: Path) -> None:
+    run, settings, _ = extracted  # 8 identities x 6 images
+    settings = settings + [f"run.dir={tmp_path}", f"cache.path={run}/cache/teacher.h5", "loss.method=auto"]
+    code, out, _ = invoke("distill", settings + ["train.steps=2"])
+    assert code == 0, out
+    assert "loss.method = auto: the training identities have a median of 6 images, so loss.method = 'adadistill'" in out
+    assert _config(tmp_path)["loss"]["method"] == "adadistill"
+    assert "adadistill" in read_metrics(tmp_path / "metrics.csv")[0]
+    assert "loss.method = auto" in (tmp_path / "distill.log").read_text()
+    # resolved the same way again: the checkpoint is the same experiment
+    code, out, _ = invoke("distill", settings + ["train.steps=3"], "--resume")
+    assert code == 0, out
+
+
+def test_auto_picks_the_regression_recipe_with_few_images(tmp_path: Path, teacher_weights: Path) -> None:
+    settings = tiny_settings(tmp_path, teacher_weights) + ["data.synthetic.images_per_identity=2",
+                                                           "train.images_per_identity=2", "loss.method=auto"]
+    assert invoke("extract", settings)[0] == 0
+    code, out, _ = invoke("distill", settings + ["train.steps=2", "train.random_share=1.0", "icd.pairs=bank"])
+    assert code == 0, out
+    loss = _config(tmp_path)["loss"]
+    assert (loss["method"], loss["margin_weight"], loss["fcd_weight"]) == ("rkd", 0.0, 10.0)
+    assert "margin" not in read_metrics(tmp_path / "metrics.csv")[0]
+
+
+def test_a_margin_head_on_few_images_is_warned_about(tmp_path: Path, teacher_weights: Path) -> None:
+    settings = tiny_settings(tmp_path, teacher_weights) + ["data.synthetic.images_per_identity=2",
+                                                           "train.images_per_identity=2"]
+    assert invoke("extract", settings)[0] == 0
+    code, out, _ = invoke("distill", settings + ["train.steps=1", "loss.method=fcd"])
+    assert code == 0, out
+    assert "loss.margin_weight = 1 trains a margin head over 8 identities with a median of 2 images" in out
+    assert "loss.margin_weight=0 loss.fcd_weight=10" in out
+    code, out, _ = invoke("distill", settings + [f"run.dir={tmp_path / 'ada'}", "train.steps=1",
+                                                 f"cache.path={tmp_path}/cache/teacher.h5", "loss.method=adadistill"])
+    assert code == 0 and "teacher class centres" in out and "loss.method=auto" in out
