@@ -225,6 +225,8 @@ def test_a_teacher_that_tells_no_faces_apart_is_named_and_refused_under_strict(t
                           "--strict")
     assert code == 1 and "nearly identical" in out and "Traceback" not in out
     assert not (tmp_path / "strict" / "cache" / "teacher.h5").exists()
+    last = (tmp_path / "strict" / "extract.log").read_text().strip().splitlines()[-1]
+    assert " ERROR " in last and "nearly identical" in last  # the log file ends with why the command stopped
 
 
 def test_a_working_teacher_gets_no_spread_warning(extracted: tuple[Path, list[str], dict]) -> None:
