@@ -204,6 +204,22 @@ def cmd_export(cfg: PipelineConfig) -> dict[str, Any]:
     return run_export(cfg)
 
 
+@main.command("align")
+@click.argument("source", type=click.Path())
+@click.argument("output", type=click.Path())
+@click.option("--landmarks", default=None, type=click.Path(dir_okay=False),
+              help="Given 5-point landmarks ('name x1 y1 .. x5 y5 score' lines, IJB's format): no detection.")
+@click.option("--workers", default=None, type=int, help="Processes  [default: data.workers]")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT or an interrupted run with other settings.")
+@_command
+def cmd_align(cfg: PipelineConfig, source: str, output: str, landmarks: str | None, workers: int | None,
+              overwrite: bool) -> dict[str, Any]:
+    """Raw photos (folder <identity>/<image> or list file) -> ArcFace 112x112 aligned faces in OUTPUT."""
+    from stages.align import run_align
+
+    return run_align(cfg, source, output, landmarks, workers, overwrite)
+
+
 @main.command("convert")
 @click.argument("source", type=click.Path())
 @click.argument("output", type=click.Path())

@@ -65,6 +65,7 @@ import torch
 from PIL import Image
 from skimage.transform import SimilarityTransform, warp
 
+from alignment.warp import ALIGNED_SIZE, ARCFACE_TEMPLATE
 from bench.common import (
     emit_json,
     machine_info,
@@ -78,7 +79,6 @@ from bench.common import (
 )
 from config import load_config
 from evaluation.ijb import evaluate_ijb, read_ijb_layout
-from evaluation.ijb.align import ALIGNED_SIZE, ARCFACE_TEMPLATE
 from evaluation.ijb.embed import PREFETCH_BATCHES, ViewsFn, embed_in_chunks
 from evaluation.ijb.layout import IjbLayout
 from evaluation.ijb.verify import aligned_loader

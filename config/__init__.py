@@ -13,6 +13,7 @@ from config.loader import (
 )
 from config.schema import (
     AdaDistillConfig,
+    AlignConfig,
     CacheConfig,
     DataConfig,
     DemoConfig,
@@ -33,7 +34,8 @@ from config.schema import (
 
 __all__ = [
     "apply_overrides", "config_from_dict", "config_hash", "derive", "load_config", "save_resolved", "to_dict",
-    "to_toml", "validate", "value_at", "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "ExportConfig",
+    "to_toml", "validate", "value_at", "AlignConfig",
+    "CacheConfig", "DataConfig", "DemoConfig", "EvalConfig", "ExportConfig",
     "IcdConfig",
     "LossConfig", "PipelineConfig", "AdaDistillConfig", "EkdConfig", "MarginDistillationConfig", "RkdConfig",
     "RunConfig", "StudentConfig", "SyntheticConfig", "TeacherConfig", "TrainConfig",

@@ -35,6 +35,10 @@ BANK_DTYPES = ("float32", "float16", "bfloat16")
 BANK_PLACES = ("device", "host")
 TENSORBOARD_MODES = ("auto", "always", "never")  # train.tensorboard: auto writes when the package is installed
 EXPORT_DTYPES = ("float32", "float16")  # the weights and input of an exported ONNX model
+ALIGN_DETECTORS = ("hog+cnn", "hog", "cnn")  # `align.detector`: dlib's detectors, tried in this order
+ALIGN_PICKS = ("center", "largest", "consensus")  # `align.pick`: which face of a photo (alignment.pick)
+ALIGN_FALLBACKS = ("skip", "center_crop")  # `align.fallback`: a photo with no qualifying face
+ALIGN_FORMATS = ("png", "jpeg")
 
 # config key -> its allowed values (checked by `config.loader.validate`)
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -58,6 +62,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.amp": AMP_MODES,
     "train.tensorboard": TENSORBOARD_MODES,
     "export.dtype": EXPORT_DTYPES,
+    "align.detector": ALIGN_DETECTORS,
+    "align.pick": ALIGN_PICKS,
+    "align.fallback": ALIGN_FALLBACKS,
+    "align.format": ALIGN_FORMATS,
 }
 
 # opsets `export` accepts: torch's legacy ONNX exporter (`dynamo=False`) writes 7..20 (its default 20)
@@ -147,6 +155,9 @@ RANGES: dict[str, Range] = {
     "split.impostor_pairs": NON_NEGATIVE, "split.template_size": AT_LEAST_ONE,
     "split.impostor_template_pairs": NON_NEGATIVE,
     "export.opset": Range(ONNX_OPSETS[0], ONNX_OPSETS[1]),
+    "align.upsample": Range(0, 3), "align.max_side": NON_NEGATIVE, "align.min_face": Range(0, 1),
+    "align.center_gate": Range(0, 1),
+    "align.max_shrink": NON_NEGATIVE, "align.jpeg_quality": Range(1, 100), "align.sheet_faces": AT_LEAST_ONE,
 }
 
 

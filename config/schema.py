@@ -239,6 +239,25 @@ class ExportConfig:
 
 
 @dataclass
+class AlignConfig:
+    """`python cli.py align SOURCE OUTPUT`: photos -> ArcFace 112x112 aligned faces (`alignment/`).
+
+    Gates are fractions of a photo's shorter side; the defaults reproduce the aligned LFW DevTrain set."""
+
+    detector: str = "hog+cnn"  # hog | cnn | hog+cnn (the MMOD CNN where HOG finds no qualifying face)
+    upsample: int = 1  # times each detector upsamples the photo (finds faces down to about 40 / 2^n px)
+    max_side: int = 500  # ... unless its longer side would exceed this: then resized to it (0: no cap)
+    pick: str = "center"  # center (nearest the centre within the gates) | largest | consensus (by [teacher])
+    min_face: float = 0.2  # least face box width, fraction of the shorter side
+    center_gate: float = 0.2  # pick = center: largest box-centre distance from the photo centre, same units
+    fallback: str = "skip"  # skip (named in the manifest and a contact sheet) | center_crop (a fixed crop)
+    max_shrink: float = 1.5  # a face shrunk more than this is area-filtered first (0: never)
+    format: str = "png"  # png | jpeg
+    jpeg_quality: int = 95
+    sheet_faces: int = 64  # tiles per contact sheet
+
+
+@dataclass
 class PipelineConfig:
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -256,3 +275,4 @@ class PipelineConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)

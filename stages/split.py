@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from alignment.warp import ALIGNED_SIZE, ARCFACE_TEMPLATE
 from common.atomic import atomic_folder
 from common.errors import ConfigError, PipelineError
 from config import PipelineConfig, save_resolved
 from config.schema import SplitConfig
-from evaluation.ijb.align import ALIGNED_SIZE, ARCFACE_TEMPLATE
 from evaluation.ijb.identification import CSV_HEADER, GALLERY_FILE, GALLERY_NAMES, PROBE_FILE
 from evaluation.ijb.layout import IMAGE_FOLDER, LANDMARKS, META_FOLDER, PAIR_LABEL, TID_MID
 from evaluation.make_sets import (

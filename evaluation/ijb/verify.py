@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from alignment.warp import ALIGNED_SIZE, align_face, load_rgb
 from common.errors import ConfigError, PipelineError
-from evaluation.ijb.align import ALIGNED_SIZE, align_face, load_rgb
 from evaluation.ijb.embed import ViewsFn, embed_in_chunks
 from evaluation.ijb.identification import PROBE_CHUNK, identification_record, read_search_lists, search_files
 from evaluation.ijb.layout import LANDMARKS, TID_MID, IjbLayout, read_ijb_layout

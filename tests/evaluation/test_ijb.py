@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignment.warp import ARCFACE_TEMPLATE, align_face
 from common.errors import ConfigError, PipelineError
 from evaluation.ijb import IjbOptions, detect_ijb_name, evaluate_ijb, read_ijb_layout
-from evaluation.ijb.align import ARCFACE_TEMPLATE, align_face
 from evaluation.ijb.embed import embed_in_chunks
 from evaluation.ijb.metrics import IJB_FARS, ijb_metrics, thin_roc
 from evaluation.ijb.pooling import image_features, template_features
 from evaluation.ijb.scores import cosine_scores, template_rows
 from readers.synthetic import SyntheticDataset
-from tests.evaluation.test_ijb_align import apply, forward_warp, similarity
+from tests.alignment.test_warp import apply, forward_warp, similarity
 
 FAR_KEYS = ["1e-6", "1e-5", "1e-4", "1e-3", "1e-2", "1e-1"]
 ALL_OPTIONS = list(itertools.product([True, False], repeat=3))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alignment.warp import ARCFACE_TEMPLATE
 from config.schema import DataConfig
 from evaluation import load_pair_set
-from evaluation.ijb.align import ARCFACE_TEMPLATE
 from evaluation.ijb.identification import read_search_lists
 from evaluation.ijb.layout import read_ijb_layout
 from readers import FaceDataset, SyntheticDataset, build_dataset, write_pair_set

@@ -1,6 +1,7 @@
-"""`evaluation.ijb.align`: similarity estimate to the ArcFace template and the 112x112 warp."""
+"""`alignment.warp`: similarity estimate to the ArcFace template and the 112x112 warp."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -9,8 +10,19 @@ import pytest
 from PIL import Image
 from skimage.transform import ProjectiveTransform, warp
 
+from alignment.warp import (
+    ARCFACE_TEMPLATE,
+    CENTRE_CROP,
+    align_face,
+    align_photo,
+    centre_crop_matrix,
+    decode_rgb,
+    load_rgb,
+    shrink_for_warp,
+    similarity_to_template,
+    warp_similarity,
+)
 from common.errors import ConfigError
-from evaluation.ijb.align import ARCFACE_TEMPLATE, align_face, load_rgb, similarity_to_template, warp_similarity
 
 
 def similarity(scale: float, degrees: float, tx: float, ty: float) -> np.ndarray:
@@ -150,3 +162,47 @@ def test_degenerate_landmarks_and_bad_images_are_refused(tmp_path: Path) -> None
         load_rgb(bad)
     with pytest.raises(ConfigError, match="cannot be read"):
         load_rgb(tmp_path / "missing.jpg")
+
+
+def test_shrinking_first_keeps_the_geometry_and_averages_what_a_bare_warp_would_alias() -> None:
+    # a face 4x too large: the template scaled by 4 and shifted into a 600 x 600 photo
+    matrix = similarity(0.25, 10.0, -20.0, -15.0)  # photo -> face
+    landmarks = apply(np.linalg.inv(matrix), ARCFACE_TEMPLATE)
+    smooth = np.kron(smooth_image(150, 150), np.ones((4, 4, 1), np.uint8))  # low frequency at the photo's scale
+    shrunk, _ = align_photo(smooth, landmarks, max_shrink=1.5)
+    bare, estimated = align_photo(smooth, landmarks, max_shrink=0.0)
+    assert np.allclose(estimated, matrix, atol=1e-9)
+    assert np.abs(shrunk.astype(int) - bare.astype(int)).mean() < 2.0  # same place, same content
+    checker = np.where((np.add.outer(np.arange(600), np.arange(600)) % 2)[..., None], 255, 0).astype(np.uint8)
+    checker = np.repeat(checker, 3, axis=2)
+    averaged, _ = align_photo(checker, landmarks, max_shrink=1.5)
+    aliased, _ = align_photo(checker, landmarks, max_shrink=0.0)
+    inner = (slice(20, 92), slice(20, 92))
+    assert np.abs(averaged[inner].astype(float) - 127.5).mean() < 10  # an even grey, as an area filter gives
+    assert np.abs(aliased[inner].astype(float) - 127.5).mean() > 30  # samples of black and white
+    small, same = shrink_for_warp(smooth, similarity(0.8, 0.0, 0.0, 0.0), 1.5)
+    assert small is smooth and np.array_equal(same, similarity(0.8, 0.0, 0.0, 0.0))  # 1 / 0.8 < 1.5: untouched
+
+
+def test_centre_crop_maps_the_fixed_square_onto_the_output() -> None:
+    m = centre_crop_matrix(250, 250)
+    x0, y0, side = (v * 250 for v in CENTRE_CROP)
+    corners = apply(m, np.array([[x0, y0], [x0 + side, y0 + side]]))
+    assert np.allclose(corners, [[0, 0], [112, 112]])
+    wide = centre_crop_matrix(400, 250)  # centred horizontally on a wide photo
+    assert np.allclose(apply(wide, np.array([[x0 + 75, y0]])), [[0, 0]])
+
+
+def test_decode_turns_a_photo_upright_by_its_exif_orientation() -> None:
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:, :20] = 255  # left half white
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to view"
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", exif=exif, quality=100)
+    assert decode_rgb(buf.getvalue(), "x.jpg").shape == (20, 40, 3)
+    upright = decode_rgb(buf.getvalue(), "x.jpg", upright=True)
+    assert upright.shape == (40, 20, 3) and upright[:20].mean() > 200 and upright[20:].mean() < 50
+    with pytest.raises(ConfigError, match="x.jpg"):
+        decode_rgb(b"not an image", "x.jpg")

@@ -1,10 +1,13 @@
-"""Face alignment: a loose crop and its five landmarks -> the ArcFace 112x112 aligned face.
+"""Face alignment: a photo (or loose crop) and its five landmarks -> the ArcFace 112x112 aligned face.
 
-As insightface aligns IJB crops: the similarity transform (rotation, uniform scale, shift) that maps the
-five landmarks onto the ArcFace reference points in the least-squares sense (Umeyama's estimate, by
+The one home of the template, the transform and the warp, used by `align` (photos, after detection)
+and by IJB evaluation (loose crops with given landmarks). As insightface aligns IJB crops: the
+similarity transform (rotation, uniform scale, shift) that maps the five landmarks onto the ArcFace
+reference points in the least-squares sense (Umeyama's estimate, by
 `skimage.transform.SimilarityTransform`), then a bilinear warp with a constant black border. insightface
 warps with OpenCV's `warpAffine`, whose fixed-point bilinear weights can differ from this float warp by
-one grey level; pixel centres are at integer coordinates in both.
+one grey level; pixel centres are at integer coordinates in both. `align` may shrink a photo first
+(`shrink_for_warp`) so that a bilinear warp never samples a face much larger than 112 px too sparsely.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from skimage.transform import SimilarityTransform, warp
 
 from common.errors import ConfigError
@@ -110,24 +113,91 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = ALIGNED_SIZ
     return warp_similarity(image, matrix, size)
 
 
-def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
-    """An image file as uint8 [H, W, 3] RGB at its own size.
+def matrix_scale(matrix: np.ndarray) -> float:
+    """The uniform scale of a similarity (3x3): output pixels per input pixel."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:2, :2]))))
 
-    ConfigError naming the file when it cannot be read or decoded, or has more than `max_pixels`
-    pixels (default `readers.base.MAX_IMAGE_PIXELS`, checked from the header before decoding).
+
+def shrink_for_warp(image: np.ndarray, matrix: np.ndarray, max_shrink: float, size: int = ALIGNED_SIZE
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """When `matrix` shrinks the face by more than `max_shrink` (scale < 1 / max_shrink), area-average the
+    window the warp samples down so that the warp itself scales by about 1 / max_shrink.
+
+    A bilinear warp reads 4 input pixels per output pixel, so a face shrunk 3x would be sampled, not
+    averaged (aliasing). Returns (image, matrix) to warp instead: the same face at the same place of the
+    output. The area filter is Pillow's BOX (OpenCV's INTER_AREA for shrinking). Unchanged when the
+    scale is already at least 1 / max_shrink or max_shrink <= 0.
+    """
+    scale = matrix_scale(matrix)
+    if max_shrink <= 0 or scale * max_shrink >= 1.0:
+        return image, matrix
+    x0, y0, x1, y1 = _source_window(matrix, image.shape, size)
+    if x1 <= x0 or y1 <= y0:
+        return image, matrix
+    factor = scale * max_shrink
+    window = image[y0:y1, x0:x1]
+    width, height = max(1, round((x1 - x0) * factor)), max(1, round((y1 - y0) * factor))
+    small = np.asarray(Image.fromarray(window).resize((width, height), Image.Resampling.BOX), dtype=np.uint8)
+    # small pixel (u, v) covers window pixels around ((u + 0.5) / fx - 0.5, (v + 0.5) / fy - 0.5)
+    fx, fy = width / (x1 - x0), height / (y1 - y0)
+    small_to_image = np.array([[1.0 / fx, 0.0, x0 + 0.5 / fx - 0.5], [0.0, 1.0 / fy, y0 + 0.5 / fy - 0.5],
+                               [0.0, 0.0, 1.0]])
+    return small, np.asarray(matrix) @ small_to_image
+
+
+def align_photo(image: np.ndarray, landmarks: np.ndarray, max_shrink: float, size: int = ALIGNED_SIZE
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """`align_face` for a whole photo: (aligned uint8 [size, size, 3], the 3x3 photo -> face matrix),
+    shrinking the photo first where the face is more than `max_shrink` times too large (`shrink_for_warp`)."""
+    matrix = similarity_to_template(landmarks, ARCFACE_TEMPLATE * (size / ALIGNED_SIZE))
+    small, small_matrix = shrink_for_warp(image, matrix, max_shrink, size)
+    return warp_similarity(small, small_matrix, size), matrix
+
+
+# The fixed crop for a photo with no qualifying face (`align.fallback = "center_crop"`), as fractions of
+# the photo's shorter side: the square from (x0, y0) of side `side` (on LFW's 250 x 250 frames x0 = 60.9,
+# y0 = 53.3, side = 128.3 px, where a centred face sits roughly in the template)
+CENTRE_CROP = (0.2436, 0.2132, 0.5132)
+
+
+def centre_crop_matrix(width: int, height: int, size: int = ALIGNED_SIZE) -> np.ndarray:
+    """The 3x3 matrix (scale and shift only) that maps `CENTRE_CROP` of a width x height photo onto the
+    size x size output; the square is centred horizontally on photos that are not square."""
+    side = float(min(width, height))
+    x0 = CENTRE_CROP[0] * side + (width - side) / 2.0
+    y0 = CENTRE_CROP[1] * side + (height - side) / 2.0
+    scale = size / (CENTRE_CROP[2] * side)
+    return np.array([[scale, 0.0, -x0 * scale], [0.0, scale, -y0 * scale], [0.0, 0.0, 1.0]])
+
+
+def decode_rgb(data: bytes, name: str, max_pixels: int | None = None, upright: bool = False) -> np.ndarray:
+    """Encoded image bytes as uint8 [H, W, 3] RGB at their own size; `name` is what errors call the image.
+
+    upright: turn the image as its EXIF orientation tag says (phone photos; OpenCV's imread does the
+    same). ConfigError naming the image when it cannot be decoded or has more than `max_pixels` pixels
+    (default `readers.base.MAX_IMAGE_PIXELS`, checked from the header before decoding).
     """
     limit = MAX_IMAGE_PIXELS if max_pixels is None else int(max_pixels)
-    path = Path(path)
     try:
-        data = path.read_bytes()
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             if width * height > limit:
-                raise ConfigError(f"image {path} is too large: {width} x {height} pixels > {limit}")
+                raise ConfigError(f"image {name} is too large: {width} x {height} pixels > {limit}")
             im.load()
-            rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)  # RGB: no convert copy
+            turned = ImageOps.exif_transpose(im) if upright else im
+            rgb = np.asarray(turned if turned.mode == "RGB" else turned.convert("RGB"), dtype=np.uint8)
     except ConfigError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise ConfigError(f"image {path} cannot be read or decoded: {e}") from None
+        raise ConfigError(f"image {name} cannot be read or decoded: {e}") from None
     return rgb
+
+
+def load_rgb(path: str | os.PathLike[str], max_pixels: int | None = None) -> np.ndarray:
+    """An image file as uint8 [H, W, 3] RGB at its own size (`decode_rgb`; ConfigError naming the file)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"image {path} cannot be read or decoded: {e.strerror or e}") from None
+    return decode_rgb(data, str(path), max_pixels)
