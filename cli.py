@@ -45,13 +45,15 @@ class _StderrHandler(logging.StreamHandler):
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+# commands that make no run (their outputs are the files they are given): no <run.dir>/<command>.json or .log
+RUNLESS_COMMANDS = ("convert",)
 
 
 @contextlib.contextmanager
 def command_log(run_dir: str | Path, command: str) -> Any:
     """While the command runs, its log also goes to `<run.dir>/<command>.log` (appended: a resumed run's
     lines follow the first run's), as arcface_torch writes `training.log`; rank 0 only under torchrun."""
-    if env_rank() != 0:
+    if env_rank() != 0 or command in RUNLESS_COMMANDS:
         yield
         return
     path = Path(run_dir) / f"{command}.log"
@@ -85,15 +87,17 @@ DEFAULT_CONFIG = "pipeline.toml"
 
 
 def emit_summary(summary: dict[str, Any], run_dir: str | Path, command: str) -> None:
-    """Write the run's JSON summary into the run directory and print it as the last stdout line."""
+    """Write the run's JSON summary into the run directory (not for RUNLESS_COMMANDS) and print it as the
+    last stdout line."""
     text = json.dumps(summary, sort_keys=True, default=str)
-    atomic_write_text(Path(run_dir) / f"{command}.json", text + "\n")
+    if command not in RUNLESS_COMMANDS:
+        atomic_write_text(Path(run_dir) / f"{command}.json", text + "\n")
     click.echo(text)
 
 
 def os_error_message(e: OSError) -> str:
     """What failed, on which file, and for a full disk how much space is left there."""
-    where = f" writing '{e.filename}'" if e.filename else ""
+    where = f": '{e.filename}'" if e.filename else ""
     text = f"{e.strerror or e}{where}"
     if e.errno == errno.ENOSPC:
         folder = Path(e.filename).parent if e.filename else Path.cwd()
@@ -129,6 +133,8 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
             cfg = load_config(config_file(config_path), overrides)
             with command_log(cfg.run.dir, command):
                 summary = fn(cfg, **kwargs)
+                if env_rank() == 0:  # under torchrun, rank 0 speaks for the launch
+                    emit_summary(summary, cfg.run.dir, command)
         except ConfigError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
@@ -138,8 +144,6 @@ def _command(fn: Callable[..., dict[str, Any]]) -> Callable[..., None]:
         except OSError as e:  # a full disk, a lost mount, permissions: while running, so exit status 1
             click.echo(f"failed: {os_error_message(e)}", err=True)
             sys.exit(1)
-        if env_rank() == 0:  # under torchrun, rank 0 speaks for the launch
-            emit_summary(summary, cfg.run.dir, command)
 
     return wrapper
 
@@ -234,12 +238,13 @@ def cmd_convert(cfg: PipelineConfig, source: str, output: str, root: str | None)
 
 
 @main.command("split")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier split made with other settings.")
 @_command
-def cmd_split(cfg: PipelineConfig) -> dict[str, Any]:
+def cmd_split(cfg: PipelineConfig, overwrite: bool) -> dict[str, Any]:
     """Split [data] by identity: train/held-out list files, an LFW-style pair set and an IJB-layout root."""
     from stages.split import run_split
 
-    return run_split(cfg)
+    return run_split(cfg, overwrite)
 
 
 @main.command("demo")

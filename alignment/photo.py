@@ -18,6 +18,7 @@ from alignment.pick import NO_FACE, OFF_CENTRE, TOO_SMALL, ranked_faces
 from alignment.warp import (
     ALIGNED_SIZE,
     ARCFACE_TEMPLATE,
+    CENTRE_CROP_SIDE,
     align_photo,
     centre_crop_matrix,
     decode_rgb,
@@ -46,6 +47,7 @@ class AlignSettings:
     min_face: float = 0.2
     center_gate: float = 0.2
     fallback: str = "skip"
+    crop_side: float = CENTRE_CROP_SIDE
     max_shrink: float = 1.5
     format: str = "png"
     jpeg_quality: int = 95
@@ -135,7 +137,7 @@ def align_one(data: bytes, name: str, settings: AlignSettings, faces: DlibFaces 
     record["faces"] = found
     if not ranked:
         if settings.fallback == "center_crop":
-            matrix = centre_crop_matrix(width, height)
+            matrix = centre_crop_matrix(width, height, settings.crop_side)
             record.update(status=FALLBACK, reason=reason, matrix=_round(matrix[:2]))
             return record, encode(warp_similarity(rgb, matrix), settings.format, settings.jpeg_quality), []
         record["reason"] = reason

@@ -46,4 +46,4 @@ def contact_sheet(tiles: Sequence[tuple[np.ndarray, str]], path: str | os.PathLi
         for j, line in enumerate(_caption_lines(caption)):
             draw.text((x + 2, y + TILE + 1 + j * LINE_HEIGHT), line, fill=(0, 0, 0), font=font)
     with atomic_path(path) as tmp:
-        sheet.save(tmp, format="PNG")
+        sheet.save(tmp, format="PNG", compress_level=1)  # for a person to look at: fast over small

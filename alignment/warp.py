@@ -154,19 +154,23 @@ def align_photo(image: np.ndarray, landmarks: np.ndarray, max_shrink: float, siz
     return warp_similarity(small, small_matrix, size), matrix
 
 
-# The fixed crop for a photo with no qualifying face (`align.fallback = "center_crop"`), as fractions of
-# the photo's shorter side: the square from (x0, y0) of side `side` (on LFW's 250 x 250 frames x0 = 60.9,
-# y0 = 53.3, side = 128.3 px, where a centred face sits roughly in the template)
-CENTRE_CROP = (0.2436, 0.2132, 0.5132)
+# The fixed crop for a photo with no qualifying face (`align.fallback = "center_crop"`): a square of side
+# `align.crop_side` x the photo's shorter side, centred horizontally and with its centre CENTRE_CROP_Y of
+# the shorter side from the top. The defaults are LFW's frames (250 px: x0 = 60.9, y0 = 53.3, side 128.3,
+# where a centred face sits roughly in the template); tight face crops (CFP) want a side near 1.
+CENTRE_CROP_SIDE = 0.5132
+CENTRE_CROP_Y = 0.4698
 
 
-def centre_crop_matrix(width: int, height: int, size: int = ALIGNED_SIZE) -> np.ndarray:
-    """The 3x3 matrix (scale and shift only) that maps `CENTRE_CROP` of a width x height photo onto the
-    size x size output; the square is centred horizontally on photos that are not square."""
-    side = float(min(width, height))
-    x0 = CENTRE_CROP[0] * side + (width - side) / 2.0
-    y0 = CENTRE_CROP[1] * side + (height - side) / 2.0
-    scale = size / (CENTRE_CROP[2] * side)
+def centre_crop_matrix(width: int, height: int, side_fraction: float = CENTRE_CROP_SIDE,
+                       size: int = ALIGNED_SIZE) -> np.ndarray:
+    """The 3x3 matrix (scale and shift only) that maps the fixed centre square of a width x height photo
+    (side `side_fraction` of the shorter side) onto the size x size output."""
+    short = float(min(width, height))
+    side = side_fraction * short
+    x0 = width / 2.0 - side / 2.0
+    y0 = CENTRE_CROP_Y * short + (height - short) / 2.0 - side / 2.0
+    scale = size / side
     return np.array([[scale, 0.0, -x0 * scale], [0.0, scale, -y0 * scale], [0.0, 0.0, 1.0]])
 
 

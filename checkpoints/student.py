@@ -10,6 +10,7 @@ from checkpoints.format import latest_checkpoint, load_checkpoint
 from common.errors import ConfigError
 from config import PipelineConfig, config_from_dict
 from models import build_student
+from models.loading import load_state_dict_checked
 
 
 def is_training_checkpoint(obj: Any) -> bool:
@@ -28,10 +29,17 @@ def run_checkpoint(run_dir: str | Path, key: str) -> Path:
 
 
 def student_from_state(state: dict[str, Any], source: str) -> tuple[nn.Module, PipelineConfig]:
-    """The checkpoint's student module with its weights loaded, and the run's config."""
+    """The checkpoint's student module with its weights loaded, and the run's config; ConfigError naming
+    `source` when the stored config is not a table or the weights do not fit the student it describes."""
+    if not isinstance(state.get("config"), dict):
+        raise ConfigError(f"checkpoint {source}: its stored config is not a table of sections")
+    modules = state.get("modules")
+    if not isinstance(modules, dict) or not isinstance(modules.get("student"), dict):
+        raise ConfigError(f"checkpoint {source}: holds no student weights (modules.student)")
     stored = config_from_dict(state["config"], source=source)
     module = build_student(stored.student, stored.data.image_size)
-    module.load_state_dict(state["modules"]["student"])
+    load_state_dict_checked(module, modules["student"], f"{source} (modules.student, for its stored "
+                                                        f"student.arch = {stored.student.arch!r})")
     return module, stored
 
 

@@ -1,10 +1,11 @@
 """Atomic file writes: write to a temporary name in the same folder, fsync, then rename.
 
-A temporary is named `.{final name}.{pid}@{host}.{random}.tmp` after the process that writes it. A
-write killed before its rename (`kill -9`, power loss) leaves its temporary behind, up to the full
-size of the file (a teacher cache's finalisation copy); `remove_stale_temporaries` deletes those
-whose writer no longer runs, and `atomic_path` calls it before every write, so the next write into
-the folder cleans up. What is removed, and what is never touched:
+A temporary (a file, or the folder of `atomic_folder`) is named `.{final name}.{pid}@{host}.{random}.tmp`
+after the process that writes it. A write killed before its rename (`kill -9`, power loss) leaves its
+temporary behind, up to the full size of the file (a teacher cache's finalisation copy);
+`remove_stale_temporaries` deletes those whose writer no longer runs, and `atomic_path` and
+`atomic_folder` call it before every write, so the next write into the folder cleans up. What is
+removed, and what is never touched:
 
 - `.{name}.{pid}@{host}.{random}.tmp` of any `name` in the folder, when `host` is this machine and
   no process `pid` runs (a live writer, this process included, keeps its file; a temporary of
@@ -20,6 +21,7 @@ one machine with separate PID namespaces (containers) sharing a folder must have
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -81,9 +83,13 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
         return removed
     for entry in entries:
         try:
-            if not entry.is_file(follow_symlinks=False) or not _is_stale(entry, own_prefix, now):
+            folder = entry.is_dir(follow_symlinks=False)  # an `atomic_folder` temporary
+            if not (folder or entry.is_file(follow_symlinks=False)) or not _is_stale(entry, own_prefix, now):
                 continue
-            os.unlink(entry.path)
+            if folder:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
         except FileNotFoundError:
             continue
         except OSError as e:
@@ -94,35 +100,47 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike[str], durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `final`; on success it is renamed over `final`, on error removed.
 
     Temporaries of earlier writes into the same folder whose writer no longer runs are removed first.
+    durable: fsync the file before the rename (survives a power loss, not only a killed process); a
+    writer of many small files may skip it and sync once at the end (`align`).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
+    if final.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(final))
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}@{HOST}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the permissions open() would
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, final)
+        if durable:
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
+        try:
+            os.replace(tmp_path, final)
+        except OSError as e:  # name the file being written, not its temporary
+            raise type(e)(e.errno, e.strerror, str(final)) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
 
 
-def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `final` atomically."""
-    with atomic_path(final) as tmp:
+def atomic_write_bytes(final: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
+    """Write `data` to `final` atomically (`atomic_path`)."""
+    with atomic_path(final, durable) as tmp:
         tmp.write_bytes(data)
 
 
@@ -137,7 +155,9 @@ def atomic_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     on error it is deleted, so a folder of outputs is never half written under its final name."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent))
+    remove_stale_temporaries(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{os.getpid()}@{HOST}.", suffix=".tmp", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the folder the permissions mkdir would
     try:
         yield tmp
         old = None

@@ -156,7 +156,7 @@ RANGES: dict[str, Range] = {
     "split.impostor_template_pairs": NON_NEGATIVE,
     "export.opset": Range(ONNX_OPSETS[0], ONNX_OPSETS[1]),
     "align.upsample": Range(0, 3), "align.max_side": NON_NEGATIVE, "align.min_face": Range(0, 1),
-    "align.center_gate": Range(0, 1),
+    "align.center_gate": Range(0, 1), "align.crop_side": Range(0, 2, lo_open=True),
     "align.max_shrink": NON_NEGATIVE, "align.jpeg_quality": Range(1, 100), "align.sheet_faces": AT_LEAST_ONE,
 }
 

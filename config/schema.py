@@ -251,6 +251,7 @@ class AlignConfig:
     min_face: float = 0.2  # least face box width, fraction of the shorter side
     center_gate: float = 0.2  # pick = center: largest box-centre distance from the photo centre, same units
     fallback: str = "skip"  # skip (named in the manifest and a contact sheet) | center_crop (a fixed crop)
+    crop_side: float = 0.5132  # center_crop: square side / shorter side (LFW's frames; tight face crops ~1)
     max_shrink: float = 1.5  # a face shrunk more than this is area-filtered first (0: never)
     format: str = "png"  # png | jpeg
     jpeg_quality: int = 95

@@ -10,16 +10,25 @@ from typing import Any
 
 CARD_FORMAT = "icdface-model-card/1"
 SIZE_KEYS = ("parameters", "flops", "onnx_bytes", "latency_ms")
-HEADLINE_KEYS = ("accuracy_mean", "accuracy_std", "auc", "tar_at_far", "thresholds")
+HEADLINE_KEYS = ("accuracy_mean", "accuracy_std", "auc", "tar_at_far", "tar_at_far_bounded", "thresholds")
 
 
 def evaluation_summary(summary: dict[str, Any], model: str) -> dict[str, Any]:
     """Per set, the headline figures (`HEADLINE_KEYS`) of `model` (an `eval.model` entry) in an `evaluate`
-    summary (one model: `model` + `sets`; several: `models`); {} when the summary did not evaluate it."""
-    records = [summary] if "sets" in summary else list(summary.get("models", {}).values())
+    summary (one model: `model` + `sets`; several: `models`); {} when the summary did not evaluate it.
+    ValueError when the summary is JSON of another shape."""
+    if not isinstance(summary, dict):
+        raise ValueError(f"expected a JSON object, got {type(summary).__name__}")
+    models = summary.get("models", {})
+    records = [summary] if "sets" in summary else list(models.values()) if isinstance(models, dict) else None
+    if records is None or not all(isinstance(r, dict) for r in records):
+        raise ValueError("'models' must map model tags to records")
     for record in records:
         if record.get("model") == model:
-            return {name: {k: r[k] for k in HEADLINE_KEYS if k in r} for name, r in record.get("sets", {}).items()}
+            sets = record.get("sets", {})
+            if not isinstance(sets, dict) or not all(isinstance(r, dict) for r in sets.values()):
+                raise ValueError(f"the sets of model '{model}' must map set names to records")
+            return {name: {k: r[k] for k in HEADLINE_KEYS if k in r} for name, r in sets.items()}
     return {}
 
 

@@ -3,6 +3,10 @@
 A row is `{"set", "a", "b", "metric", "a_value", "b_value", "difference", "ci_low", "ci_high", "n_boot",
 "skipped"}`: `a`, `b` are model names, `difference` = b - a on the full set and [ci_low, ci_high] its 95%
 paired-bootstrap interval over identities (`evaluation.bootstrap`). `evaluate` and `demo` both write them.
+
+Besides AUC and TAR at the given FARs, metric `tar@lowest_far` (row field `far`) compares TAR at the
+lowest FAR the set supports, 1 / impostor pairs (one impostor above the threshold), unless it is one of
+them: a set of 300 impostor pairs, too small for FAR 1e-3, still gets a TAR comparison (at 3.3e-3).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 
 from evaluation.bootstrap import DEFAULT_FARS, paired_bootstrap
 from evaluation.pairs import PairSet
+from evaluation.protocol import far_key
 
 
 def model_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
@@ -31,14 +36,28 @@ def compare_on_set(set_name: str, pair_set: PairSet, scores: Mapping[str, np.nda
     if pair_set.labels is None:
         raise ValueError(f"{pair_set.source}: names no identities, so there is nothing to resample")
     id1, id2 = pair_set.labels[pair_set.idx1], pair_set.labels[pair_set.idx2]
+    lowest = lowest_far(pair_set.issame)
+    extra = (lowest,) if lowest is not None and all(not np.isclose(lowest, f, rtol=1e-9) for f in fars) else ()
     rows: list[dict[str, Any]] = []
     for a, b in pairs:
-        for rec in paired_bootstrap(scores[a], scores[b], pair_set.issame, id1, id2, fars=tuple(fars),
+        for rec in paired_bootstrap(scores[a], scores[b], pair_set.issame, id1, id2, fars=(*fars, *extra),
                                     n_boot=n_boot, seed=seed):
-            rows.append({"set": set_name, "a": a, "b": b, "metric": rec["metric"], "a_value": rec["a"],
-                         "b_value": rec["b"], "difference": rec["difference"], "ci_low": rec["ci_low"],
-                         "ci_high": rec["ci_high"], "n_boot": rec["n_boot"], "skipped": rec["skipped"]})
+            row = {"set": set_name, "a": a, "b": b, "metric": rec["metric"], "a_value": rec["a"],
+                   "b_value": rec["b"], "difference": rec["difference"], "ci_low": rec["ci_low"],
+                   "ci_high": rec["ci_high"], "n_boot": rec["n_boot"], "skipped": rec["skipped"]}
+            if extra and rec["metric"] == f"tar@{far_key(extra[0])}":
+                row.update(metric=LOWEST_FAR_METRIC, far=extra[0])
+            rows.append(row)
     return rows
+
+
+LOWEST_FAR_METRIC = "tar@lowest_far"
+
+
+def lowest_far(issame: np.ndarray) -> float | None:
+    """1 / impostor pairs: the lowest FAR at which the TAR rule has a threshold (None with no impostors)."""
+    n_neg = int(np.size(issame) - np.count_nonzero(issame))
+    return 1.0 / n_neg if n_neg else None
 
 
 def verdict(row: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import ConfigError
+from common.errors import ConfigError, PipelineError
 from evaluation.collapse import at_chance, pair_cosines, score_to_cosine
 from evaluation.compactness import inter_class_similarities, intra_class_similarities, similarity_stats
 from evaluation.pairs import PairSet
@@ -85,5 +85,11 @@ def evaluate_sets(pair_sets: Sequence[PairSet], embed: Callable[[PairSet], np.nd
             raise ConfigError(f"config key 'eval.pairs': '{pair_set.source}' is listed twice")
         sources.add(pair_set.source)
         name = set_name(pair_set, list(results))
-        results[name] = evaluate_set(pair_set, embed(pair_set), name, nfolds, fars, distributions)
+        embeddings = embed(pair_set)
+        bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1)) if embeddings.size else np.zeros(0, int)
+        if bad.size:
+            raise PipelineError(f"{pair_set.source}: the model's embedding of {bad.size} of {len(embeddings)} images "
+                                f"is not finite (NaN or infinity; first: image {int(bad[0])}); the model is broken "
+                                "(weights with NaN, or an overflow in float16): no score is reported")
+        results[name] = evaluate_set(pair_set, embeddings, name, nfolds, fars, distributions)
     return results

@@ -9,6 +9,7 @@ are not kept: a `.rec` holds labels only).
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +75,9 @@ def dataset_to_rec(dataset: FaceDataset, rec_path: str | Path, progress: Progres
     nothing is left under the output names.
     """
     outputs = rec_outputs(rec_path)
-    refuse_existing(outputs)
+    staged = tuple(p.with_name(f".{p.name}.new") for p in outputs)
+    # the .rec appears last: an .idx or property beside a staged .rec and no .rec is a killed run's, replaced
+    refuse_existing(outputs[:1] if staged[0].exists() else outputs)
     order = np.argsort(dataset.labels, kind="stable")
     sizes: list[tuple[int, int]] = []
 
@@ -95,11 +98,13 @@ def dataset_to_rec(dataset: FaceDataset, rec_path: str | Path, progress: Progres
             yield data
 
     try:
-        n = write_rec(images(), dataset.labels[order], outputs[0], outputs[1])
+        n = write_rec(images(), dataset.labels[order], staged[0], staged[1])
     except CorruptImageError as e:
         raise PipelineError(f"{e} (in '{dataset.root}'); nothing was written") from None
     height, width = sizes[0]
-    atomic_write_text(outputs[2], f"{dataset.num_classes},{height},{width}\n")
+    atomic_write_text(staged[2], f"{dataset.num_classes},{height},{width}\n")
+    for done, final in ((staged[2], outputs[2]), (staged[1], outputs[1]), (staged[0], outputs[0])):
+        os.replace(done, final)  # property and .idx first, the .rec last: a set with its .rec is whole
     return Converted(n, dataset.num_classes, (height, width), outputs)
 
 

@@ -57,11 +57,14 @@ class ListDataset(FaceDataset):
                 raise ConfigError(f"list file '{path}', line {lineno}: expected 'path label', got {text!r}")
             rel, label = fields
             try:
-                raw.append(int(label))
+                value = int(label)
             except ValueError:
                 raise ConfigError(
                     f"list file '{path}', line {lineno}: label {label!r} is not an integer"
                 ) from None
+            if not -2**63 <= value < 2**63:
+                raise ConfigError(f"list file '{path}', line {lineno}: label {label} is outside the 64-bit range")
+            raw.append(value)
             if rel in seen:
                 raise ConfigError(f"list file '{path}', line {lineno}: '{rel}' already listed on line {seen[rel]}")
             seen[rel] = lineno
@@ -83,7 +86,10 @@ class ListDataset(FaceDataset):
 
     def encoded(self, index: int) -> bytes:
         key = self.keys[index]
+        path = self._path(key)
+        if path.exists() and not path.is_file():  # a FIFO would block, /dev/zero never end
+            raise CorruptImageError(key, "not a regular file")
         try:
-            return self._path(key).read_bytes()
+            return path.read_bytes()
         except OSError as e:
             raise CorruptImageError(key, f"cannot read: {e.strerror or e}") from None

@@ -336,8 +336,8 @@ def run_align(cfg: PipelineConfig, source: str, output: str, landmarks: str | No
     """Align every photo of `source` into `output` (module docstring); returns the run's summary."""
     start = time.perf_counter()
     a = cfg.align
-    settings = AlignSettings(a.detector, a.pick, a.min_face, a.center_gate, a.fallback, a.max_shrink, a.format,
-                             a.jpeg_quality)
+    settings = AlignSettings(a.detector, a.pick, a.min_face, a.center_gate, a.fallback, a.crop_side, a.max_shrink,
+                             a.format, a.jpeg_quality)
     src, out = Path(source), Path(output)
     workers = cfg.data.workers if workers is None else int(workers)
     if workers < 0:
@@ -367,8 +367,8 @@ def run_align(cfg: PipelineConfig, source: str, output: str, landmarks: str | No
                       **record}
             if candidates:
                 save_candidates(partial / CANDIDATES / f"{job.index}.npz", candidates)
-            if face is not None:
-                atomic_write_bytes(partial / job.output, face)
+            if face is not None:  # atomic, synced once before the folder is published
+                atomic_write_bytes(partial / job.output, face, durable=False)
             journal.write(json.dumps(record, sort_keys=True) + "\n")
             journal.flush()
             done[job.index] = record
@@ -378,6 +378,7 @@ def run_align(cfg: PipelineConfig, source: str, output: str, landmarks: str | No
         choose_by_consensus(teacher, cfg.teacher.batch_size, records, partial, settings)
     atomic_write_text(partial / MANIFEST, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
     sheets = _sheets(records, partial, dataset, Path(cfg.run.dir) / SHEETS, a.sheet_faces)
+    os.sync()  # every face on disk before the folder takes its final name
     _publish(partial, out)
     seconds = time.perf_counter() - start
     summary = {"command": "align", "source": str(src), "output": str(out), **_summary(records, resumed),

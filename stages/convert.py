@@ -8,9 +8,12 @@ Images are copied as their stored bytes. An existing output is never overwritten
 """
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from common.errors import ConfigError, PipelineError
 from common.progress import progress
@@ -42,6 +45,15 @@ def _bar(total: int, what: str) -> Any:
     return progress(total, what, leave=False)
 
 
+def _check_image(data: bytes, path: str) -> None:
+    """ConfigError naming `path` unless `data` is an image Pillow can read (the header and the structure)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except Exception as e:  # Pillow raises many kinds for a file that is not an image
+        raise ConfigError(f"convert: '{path}' is not an image Pillow can read ({e}); nothing was written") from None
+
+
 def pairs_to_bin(pairs: Path, root: Path | None, output: Path) -> dict[str, Any]:
     """An LFW-style pair set as an insightface `.bin` (pair k: images 2k and 2k + 1, as insightface stores them)."""
     refuse_existing((output,))
@@ -49,12 +61,18 @@ def pairs_to_bin(pairs: Path, root: Path | None, output: Path) -> dict[str, Any]
     if pair_set.labels is None:
         raise ConfigError(f"convert: '{pairs}' is already a .bin")
     bins: list[bytes] = []
+    checked: set[int] = set()
     with _bar(len(pair_set), "pairs") as bar:
         for a, b in zip(pair_set.idx1.tolist(), pair_set.idx2.tolist(), strict=True):
             try:
                 bins += [pair_set.image_bytes(a), pair_set.image_bytes(b)]
             except CorruptImageError as e:
                 raise PipelineError(f"convert: {e}; nothing was written") from None
+            for index, data in ((a, bins[-2]), (b, bins[-1])):
+                if index not in checked:
+                    image = pair_set.images[index]
+                    _check_image(data, str(image) if isinstance(image, Path) else f"{pairs}#{index}")
+                    checked.add(index)
             bar.update(1)
     write_bin(output, bins, pair_set.issame)
     return {"pairs": len(pair_set), "images": len(pair_set.images), "outputs": [str(output)]}

@@ -8,9 +8,11 @@ is moved to `export.output`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ import numpy as np
 from torch import nn
 
 from checkpoints.student import is_training_checkpoint, run_checkpoint, student_from_state
-from common.atomic import atomic_path, atomic_write_text
+from common.atomic import atomic_path
 from common.errors import ConfigError, PipelineError
 from common.version import VERSION
 from config import PipelineConfig, config_hash, save_resolved
@@ -109,19 +111,37 @@ def _evaluation(cfg: PipelineConfig, source: ExportSource) -> dict[str, Any]:
         log.warning("export: '%s' is older than '%s'; the model card leaves its figures out", path, source.path)
         return {}
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise PipelineError(f"'{path}' is not a readable evaluate summary: {e}") from None
-    sets = evaluation_summary(summary, cfg.export.model)
+        sets = evaluation_summary(json.loads(path.read_text(encoding="utf-8")), cfg.export.model)
+    except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
+        raise PipelineError(f"'{path}' is not a readable evaluate summary: {e}; nothing was written") from None
     return {"source": str(path), "sets": sets} if sets else {}
 
 
-def write_card(card: dict[str, Any], onnx_path: Path) -> tuple[Path, Path]:
-    """`<name>.card.json` and `<name>.card.md` beside the ONNX file, each written atomically."""
-    json_path = onnx_path.with_suffix(".card.json")
-    md_path = onnx_path.with_suffix(".card.md")
-    atomic_write_text(json_path, json.dumps(card, indent=1, sort_keys=True, default=str) + "\n")
-    atomic_write_text(md_path, card_markdown(card))
+def _staged(path: Path) -> Path:
+    """Where a file of the export waits, complete, until `publish` gives it its name."""
+    return path.with_name(f".{path.name}.new")
+
+
+def card_paths(onnx_path: Path) -> tuple[Path, Path]:
+    """`<name>.card.json` and `<name>.card.md` beside the ONNX file."""
+    return onnx_path.with_suffix(".card.json"), onnx_path.with_suffix(".card.md")
+
+
+def publish(onnx_tmp: Path, out: Path, card: dict[str, Any]) -> tuple[Path, Path]:
+    """Make the export and its card visible together: the previous export's ONNX goes first, then the new
+    card takes its names and the new ONNX its name last. An interruption leaves either the old ONNX with
+    its card, or no ONNX (never an ONNX beside a card that is not its own); the ONNX is the last to appear."""
+    json_path, md_path = card_paths(out)
+    with contextlib.ExitStack() as stack:
+        json_tmp = stack.enter_context(atomic_path(_staged(json_path)))
+        md_tmp = stack.enter_context(atomic_path(_staged(md_path)))
+        json_tmp.write_text(json.dumps(card, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+        md_tmp.write_text(card_markdown(card), encoding="utf-8")
+    if out.exists():
+        out.unlink()
+    os.replace(_staged(json_path), json_path)
+    os.replace(_staged(md_path), md_path)
+    os.replace(onnx_tmp, out)
     return json_path, md_path
 
 
@@ -131,6 +151,9 @@ def run_export(cfg: PipelineConfig) -> dict[str, Any]:
     out = Path(cfg.export.output or Path(cfg.run.dir) / "student.onnx")
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"config key 'export.output': '{out}' must end in .onnx")
+    if out.resolve() == source.path.resolve():
+        raise ConfigError(f"config key 'export.output': '{out}' is the model being exported (export.model); "
+                          "writing there would overwrite it")
     size, dtype = source.image_size, cfg.export.dtype
     mean, std = INSIGHTFACE_MEAN, INSIGHTFACE_STD
     described = {"arch": source.arch, "embedding_size": source.embedding_size, "input_name": INPUT_NAME,
@@ -139,8 +162,9 @@ def run_export(cfg: PipelineConfig) -> dict[str, Any]:
     metadata = {**preprocessing_metadata(size, "NCHW", "RGB", mean, std),
                 **{PREFIX + k: json.dumps(v) for k, v in described.items()}}  # every icdface.* value is JSON
     faces, faces_from = verification_faces(cfg, size)
+    evaluation = _evaluation(cfg, source)  # a malformed evaluate.json stops the export before any work
     t0 = time.perf_counter()
-    with atomic_path(out) as tmp:
+    with atomic_path(_staged(out)) as tmp:
         try:
             export_onnx(source.module, tmp, size, metadata, opset=cfg.export.opset, dtype=dtype)
         except Exception as e:  # the exporter and onnx's checker raise many kinds of error
@@ -155,25 +179,25 @@ def run_export(cfg: PipelineConfig) -> dict[str, Any]:
             raise PipelineError(f"export to '{out}' failed verification: onnxruntime and torch embeddings differ "
                                 f"(lowest cosine per batch size {check.min_cosine}, needed {check.threshold}); "
                                 "nothing was written")
-    log.info("export: %s (%s, opset %d) in %.1f s; onnxruntime vs torch on %s: lowest cosine %s", out, dtype,
-             cfg.export.opset, time.perf_counter() - t0, faces_from, check.min_cosine)
-    input_spec = {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": dtype, "layout": "NCHW",
-                  "color": "RGB", "size": size, "mean": list(mean), "std": list(std),
-                  "formula": "(pixel / 255 - mean) / std"}
-    output_spec = {"name": OUTPUT_NAME, "shape": ["batch", source.embedding_size], "dtype": dtype,
-                   "note": OUTPUT_NOTE}
-    onnx_info = {"file": out.name, "sha256": sha256_file(out), "opset": cfg.export.opset, "dtype": dtype,
-                 "exporter": "torch.onnx.export (dynamo=False)", "tool_version": VERSION,
-                 "verification": {"images": faces_from, "min_cosine_by_batch_size": check.min_cosine,
-                                  "threshold": check.threshold}}
-    size_info = {"parameters": parameter_count(source.module), "flops": torch_flops(source.module, size),
-                 "onnx_bytes": out.stat().st_size, "latency_ms": onnx_latency_ms(out, size, dtype)}
-    log.info("export: %s parameters, %s FLOPs per face, %d bytes; onnxruntime latency (ms, one thread) %s",
-             size_info["parameters"], size_info["flops"], size_info["onnx_bytes"], size_info["latency_ms"])
-    card = model_card(arch=source.arch, embedding_size=source.embedding_size, input_spec=input_spec,
-                      output_spec=output_spec, onnx=onnx_info, training=source.training, teacher=source.teacher,
-                      evaluation=_evaluation(cfg, source), size=size_info)
-    card_json, card_md = write_card(card, out)
+        log.info("export: %s (%s, opset %d) in %.1f s; onnxruntime vs torch on %s: lowest cosine %s", out, dtype,
+                 cfg.export.opset, time.perf_counter() - t0, faces_from, check.min_cosine)
+        input_spec = {"name": INPUT_NAME, "shape": ["batch", 3, size, size], "dtype": dtype, "layout": "NCHW",
+                      "color": "RGB", "size": size, "mean": list(mean), "std": list(std),
+                      "formula": "(pixel / 255 - mean) / std"}
+        output_spec = {"name": OUTPUT_NAME, "shape": ["batch", source.embedding_size], "dtype": dtype,
+                       "note": OUTPUT_NOTE}
+        onnx_info = {"file": out.name, "sha256": sha256_file(tmp), "opset": cfg.export.opset, "dtype": dtype,
+                     "exporter": "torch.onnx.export (dynamo=False)", "tool_version": VERSION,
+                     "verification": {"images": faces_from, "min_cosine_by_batch_size": check.min_cosine,
+                                      "threshold": check.threshold}}
+        size_info = {"parameters": parameter_count(source.module), "flops": torch_flops(source.module, size),
+                     "onnx_bytes": tmp.stat().st_size, "latency_ms": onnx_latency_ms(tmp, size, dtype)}
+        log.info("export: %s parameters, %s FLOPs per face, %d bytes; onnxruntime latency (ms, one thread) %s",
+                 size_info["parameters"], size_info["flops"], size_info["onnx_bytes"], size_info["latency_ms"])
+        card = model_card(arch=source.arch, embedding_size=source.embedding_size, input_spec=input_spec,
+                          output_spec=output_spec, onnx=onnx_info, training=source.training, teacher=source.teacher,
+                          evaluation=evaluation, size=size_info)
+    card_json, card_md = publish(_staged(out), out, card)
     save_resolved(cfg, out.parent, f"{out.stem}.export_config.toml")
     return {"command": "export", "onnx": str(out), "model_card": str(card_json), "model_card_md": str(card_md),
             "source": str(source.path), "dtype": dtype, "opset": cfg.export.opset,

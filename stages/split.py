@@ -25,6 +25,7 @@ names whatever the source called them. Held-out and written images are decoded a
 from __future__ import annotations
 
 import logging
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from PIL import Image
 from alignment.warp import ALIGNED_SIZE, ARCFACE_TEMPLATE
 from common.atomic import atomic_folder
 from common.errors import ConfigError, PipelineError
-from config import PipelineConfig, save_resolved
+from config import PipelineConfig, save_resolved, to_dict
 from config.schema import SplitConfig
 from evaluation.ijb.identification import CSV_HEADER, GALLERY_FILE, GALLERY_NAMES, PROBE_FILE
 from evaluation.ijb.layout import IMAGE_FOLDER, LANDMARKS, META_FOLDER, PAIR_LABEL, TID_MID
@@ -203,11 +204,36 @@ def _write_ijb(part: Part, s: SplitConfig, tmp: Path) -> tuple[int, int, dict[st
     return len(template_labels), len(genuine) + len(impostor), search
 
 
-def run_split(cfg: PipelineConfig) -> dict[str, Any]:
-    """Split `[data]` by identity and write the list files, the pair set and the IJB root (module docstring)."""
+def _split_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """What decides who is held out: the [split] keys and the [data] set."""
+    data = cfg.get("data", {})
+    return {"split": cfg.get("split"), "data": {k: data.get(k) for k in ("format", "root", "synthetic")}}
+
+
+def refuse_other_split(cfg: PipelineConfig, out: Path, overwrite: bool) -> None:
+    """ConfigError when `out` holds a split made with other settings (or one that cannot be read) and
+    `overwrite` is not set: runs trained on its train.lst would be evaluated on people they trained on."""
+    if overwrite or not out.exists():
+        return
+    try:
+        earlier = _split_settings(tomllib.loads((out / "config.toml").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        earlier = None
+    if earlier != _split_settings(to_dict(cfg)):
+        raise ConfigError(f"split: '{out}' holds a split made with other settings (its config.toml differs in "
+                          "[split] or the [data] set, or is missing); replacing it would let runs trained on its "
+                          "train.lst be evaluated on people they trained on. Pass --overwrite to replace it, or "
+                          "set split.out_dir (or run.dir) to write the new split elsewhere")
+
+
+def run_split(cfg: PipelineConfig, overwrite: bool = False) -> dict[str, Any]:
+    """Split `[data]` by identity and write the list files, the pair set and the IJB root (module docstring).
+
+    An existing split of the same settings is written again; one of other settings only with `overwrite`."""
     s = cfg.split
-    dataset = build_dataset(cfg.data)
     out = Path(s.out_dir) if s.out_dir else Path(cfg.run.dir) / "split"
+    refuse_other_split(cfg, out, overwrite)
+    dataset = build_dataset(cfg.data)
     parts = split_identities(dataset.labels, s.heldout_fraction, s.seed)
     if len(parts.heldout_ids) < 2:
         raise ConfigError(

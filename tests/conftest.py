@@ -15,6 +15,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `e2e` every test of a module that runs commands through the CLI (it imports `invoke`):
+    `pytest -m "not e2e"` is the fast unit tier, `pytest -m e2e` the command-level one."""
+    for item in items:
+        if getattr(getattr(item, "module", None), "invoke", None) is invoke:
+            item.add_marker(pytest.mark.e2e)
+
+
 def invoke(command: str, settings: list[str], *extra: str) -> tuple[int, str, dict | None]:
     """Run `cli.py <command>` through click's CliRunner: (exit code, output, last-line JSON summary)."""
     from click.testing import CliRunner

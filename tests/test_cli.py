@@ -19,7 +19,7 @@ def test_a_full_disk_is_exit_1_naming_the_file(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(checkpoints.format.torch, "save", no_space)
     code, out, _ = invoke("train", tiny_settings(tmp_path) + ["student.arch=mobilefacenet", "train.steps=2"])
     assert code == 1, out
-    assert "No space left on device writing" in out and "x.pt" in out and "MiB free" in out
+    assert "No space left on device: " in out and "x.pt" in out and "MiB free" in out
     assert "Traceback" not in out
 
 
@@ -78,3 +78,32 @@ def test_config_file_default_is_the_folders_pipeline_toml_or_none(tmp_path: Path
     assert cli.config_file(None) == "pipeline.toml"
     result = CliRunner().invoke(cli.main, ["export", "--config", "missing.toml"])
     assert result.exit_code == 2 and "missing.toml" in result.output
+
+
+def test_an_unwritable_summary_after_the_work_is_exit_1_naming_it(tmp_path: Path) -> None:
+    from tests.stages.test_align import photo_set
+
+    photos, landmarks, _ = photo_set(tmp_path, identities=1)
+    (tmp_path / "run" / "align.json").mkdir(parents=True)  # the summary's name is taken by a folder
+    code, out, _ = invoke("align", [f"run.dir={tmp_path / 'run'}"], str(photos), str(tmp_path / "out"),
+                          "--landmarks", str(landmarks), "--workers", "0")
+    assert code == 1 and "Traceback" not in out and str(tmp_path / "run" / "align.json") in out
+    assert (tmp_path / "out" / "manifest.jsonl").is_file()  # the work itself is done
+
+
+def test_convert_makes_no_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from readers import SyntheticDataset, write_pair_set
+
+    pairs = Path(write_pair_set(SyntheticDataset(2, 2, 16, seed=3, difficulty=1.0), tmp_path / "faces", 20, seed=0))
+    monkeypatch.chdir(tmp_path)
+    code, out, summary = invoke("convert", [], str(pairs.parent), str(tmp_path / "set" / "train.rec"))
+    assert code == 0, out
+    assert summary is not None and summary["images"] == 4
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_os_error_names_the_file_without_claiming_it_was_being_written() -> None:
+    from cli import os_error_message
+
+    text = os_error_message(OSError(errno.ELOOP, "Too many levels of symbolic links", "faces/loop.png"))
+    assert text == "Too many levels of symbolic links: 'faces/loop.png'"

@@ -41,7 +41,8 @@ def _chunk_is_done(path: Path, rows: int) -> bool:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return False
-    return arr.dtype == np.float32 and arr.ndim == 3 and arr.shape[0] == rows and arr.shape[1] == 2
+    shaped = arr.dtype == np.float32 and arr.ndim == 3 and arr.shape[0] == rows and arr.shape[1] == 2
+    return shaped and bool(np.isfinite(arr).all())  # a chunk of NaN (a broken run's) is embedded again
 
 
 def prepare_work_dir(work_dir: Path, manifest: dict[str, Any]) -> None:

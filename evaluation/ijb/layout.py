@@ -86,7 +86,7 @@ def detect_ijb_name(root: str | os.PathLike[str]) -> str:
 def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number from 1, whitespace-separated fields) of every non-blank line of a UTF-8 text file."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is allowed, as in list and CSV files
             for lineno, line in enumerate(fh, 1):
                 fields = line.split()
                 if fields:

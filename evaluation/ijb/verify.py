@@ -107,9 +107,9 @@ def evaluate_ijb(root: str | os.PathLike[str], embed_views: ViewsFn, work_dir: s
     `embed_views(images uint8 [B, 112, 112, 3]) -> [B, 2, D]` raw outputs of each image and its flip;
     `fingerprint` identifies the model (JSON values) so that `work_dir`'s chunks of another model are
     not reused. Record: `auc`, `tar_at_far` ("1e-6" .. "1e-1", `metrics` module docstring),
-    `tar_at_far_nearest`, `templates`, `template_pairs`, `images`, `options`, and `identification`
-    (`identification.identification_record`) where the 1:N lists exist; they are read and checked before
-    anything is embedded.
+    `tar_at_far_bounded`, `thresholds`, `templates`, `template_pairs`, `images`, `options`, and
+    `identification` (`identification.identification_record`) where the 1:N lists exist; they are read
+    and checked before anything is embedded.
     """
     options = options or IjbOptions()
     layout = read_ijb_layout(root)

@@ -63,7 +63,9 @@ def evaluate_ijb_roots(cfg: PipelineConfig, embedder: Embedder, tag: str, roots:
         roc_png = out_dir / f"{tag}_{name}_roc.png"
         plot_roc({tag: thin_roc(result.fpr, result.tpr)}, roc_png, f"{name}: {tag}")
         sets[name] = {**result.record, "roc_plot": str(roc_png)}
-        log.info("%s on %s: AUC %s, TAR@FAR %s", tag, name, result.record["auc"], result.record["tar_at_far"])
+        log.info("%s on %s: AUC %s, TAR@FAR %s (insightface's reading; bounded: %s), pooling %s", tag, name,
+                 result.record["auc"], result.record["tar_at_far"], result.record["tar_at_far_bounded"],
+                 result.record["options"])
         for gallery, r in result.record.get("identification", {}).items():
             log.info("%s on %s 1:N gallery %s: rank-1 %s, rank-5 %s, TPIR@FPIR %s", tag, name, gallery,
                      r["rank_1"], r["rank_5"], r["tpir_at_fpir"])
@@ -95,12 +97,20 @@ def unique_tag(tag: str, spec: str, taken: Collection[str]) -> str:
     return tag
 
 
-def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[PairSet],
-                   out_dir: Path, taken: Collection[str] = ()) -> tuple[str, dict[str, Any], dict[str, SetResult]]:
-    """One `eval.model` entry on every set: its tag (unique among `taken`), its record (`model`, `sets` and,
-    for a model other than the teacher, the training-set `compactness`) and the pair-set results."""
-    embedder, tag = build_embedder(cfg, spec, device)
-    tag = unique_tag(tag, spec, taken)
+def build_models(cfg: PipelineConfig, device: str) -> list[tuple[str, Embedder | None, str]]:
+    """Every `eval.model` entry built, with its unique tag, before anything is evaluated: a missing or
+    unreadable later entry, or two entries of one tag, is a ConfigError before hours of embedding."""
+    built: list[tuple[str, Embedder | None, str]] = []
+    for spec in cfg.eval.model:
+        embedder, tag = build_embedder(cfg, spec, device)
+        built.append((spec, embedder, unique_tag(tag, spec, [t for _, _, t in built])))
+    return built
+
+
+def evaluate_model(cfg: PipelineConfig, spec: str, embedder: Embedder | None, tag: str, pair_sets: list[PairSet],
+                   out_dir: Path) -> tuple[dict[str, Any], dict[str, SetResult]]:
+    """One built `eval.model` entry on every set: its record (`model`, `sets` and, for a model other than the
+    teacher, the training-set `compactness`) and the pair-set results."""
     save_resolved(cfg, out_dir, f"{tag}_config.toml")
     side = model_input_side(embedder, pair_sets) if embedder is not None else cfg.data.image_size
 
@@ -149,7 +159,7 @@ def evaluate_model(cfg: PipelineConfig, spec: str, device: str, pair_sets: list[
                  _count(record["flops"]), side, side)
     if embedder is not None and spec != "teacher":
         record["compactness"] = training_compactness(cfg, embedder, out_dir, tag)
-    return tag, record, results
+    return record, results
 
 
 def comparisons(pair_sets: list[PairSet], results: dict[str, dict[str, SetResult]], n_boot: int,
@@ -175,7 +185,7 @@ def comparison_table(models: dict[str, Any], comps: list[dict[str, Any]]) -> str
              "TAR@FAR=1e-4 (threshold) |", "|---|---|---|---|---|---|---|---|"]
     for tag, model in models.items():
         for name, r in model["sets"].items():
-            tar, thr = r.get("tar_at_far", {}), r.get("thresholds", {})
+            tar, thr = r.get("tar_at_far_bounded", r.get("tar_at_far", {})), r.get("thresholds", {})  # IJB: bounded
             acc = f"{r['accuracy_mean']:.4f} ± {r['accuracy_std']:.4f}" if "accuracy_mean" in r else "n/a"
             auc = _fmt(r.get("auc")) + (CHANCE_NOTE if r.get("at_chance") else "")
             tars = " | ".join(f"{_fmt(tar.get(k))} ({_fmt(thr.get(k))})" for k in ("1e-3", "1e-4"))
@@ -209,9 +219,8 @@ def run_evaluate(cfg: PipelineConfig) -> dict[str, Any]:
     pair_sets = [load_pair_set(p, cfg.eval.root or None) for p in cfg.eval.pairs if not Path(p).is_dir()]
     models: dict[str, Any] = {}
     results: dict[str, dict[str, SetResult]] = {}
-    for spec in cfg.eval.model:
-        tag, record, set_results = evaluate_model(cfg, spec, device, pair_sets, out_dir, taken=models)
-        models[tag], results[tag] = record, set_results
+    for spec, embedder, tag in build_models(cfg, device):
+        models[tag], results[tag] = evaluate_model(cfg, spec, embedder, tag, pair_sets, out_dir)
     if len(models) == 1:
         return {"command": "evaluate", **next(iter(models.values()))}
     comps = comparisons(pair_sets, results, cfg.eval.n_boot, cfg.run.seed)

@@ -122,6 +122,8 @@ def compare_runs(spec: SweepSpec, pair_sets: list[PairSet], runs: list[SweepRun]
 def run_sweep(cfg: PipelineConfig, sweep_file: str | Path) -> dict[str, Any]:
     """Every variant x seed of the sweep file (module docstring); returns the summary."""
     spec = read_sweep(sweep_file)
+    for variant in spec.variants.values():  # every variant's overrides checked before anything trains
+        variant_config(cfg, spec, variant, spec.seeds[0])
     pair_sets = held_out_sets(cfg)
     root = Path(cfg.run.dir)
     root.mkdir(parents=True, exist_ok=True)

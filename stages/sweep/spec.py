@@ -25,6 +25,8 @@ from common.errors import ConfigError
 
 SWEEP_COMMANDS = ("distill", "train")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# the sweep's own files in its run.dir, which a variant's folder must not take
+RESERVED_NAMES = ("sweep.toml", "sweep.md", "sweep.json", "sweep.log", "roc.png", "config.toml")
 
 
 @dataclass
@@ -51,6 +53,9 @@ def _variant(path: Path, name: str, table: Any) -> Variant:
     where = f"sweep file '{path}': variants.{name}"
     if not _NAME.match(name):
         raise ConfigError(f"{where}: a variant name must be a plain folder name (letters, digits, _ - .)")
+    if name.lower() in RESERVED_NAMES:
+        raise ConfigError(f"{where}: the name is one of the sweep's own files ({', '.join(RESERVED_NAMES)}); "
+                          "choose another")
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table [variants.{name}]")
     unknown = sorted(set(table) - {"command", "set"})

@@ -30,6 +30,7 @@ from config.auto import AUTO
 from losses import MarginHead, similarity_grid
 from models import build_student
 from models.device import resolve_device
+from models.loading import check_state_dict
 from stages.training.bank import STORAGE_DTYPES, FeatureBank
 from stages.training.centres import teacher_centres
 from stages.training.experiment import changed_sections
@@ -348,11 +349,25 @@ def run_state(run: Run, images_per_s: float, final: bool = False) -> dict[str, A
     }
 
 
-def first_readable(candidates: list[Path]) -> tuple[Path, dict[str, Any]]:
-    """The first checkpoint of `candidates` that loads; the ones before it are reported as skipped."""
+def _check_modules(state: dict[str, Any], modules: dict[str, Any], path: Path) -> None:
+    """ConfigError naming `path` unless the checkpoint holds weights that fit each of the run's modules."""
+    saved = state.get("modules")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"checkpoint {path} holds no modules")
+    for name, module in modules.items():
+        if not isinstance(saved.get(name), dict):
+            raise ConfigError(f"checkpoint {path} holds no weights for {name}")
+        check_state_dict(module, saved[name], f"{path} (modules.{name})")
+
+
+def first_readable(candidates: list[Path], modules: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The first checkpoint of `candidates` that loads (and whose weights fit `modules`, when given); the
+    ones before it are reported as skipped."""
     for k, path in enumerate(candidates):
         try:
             state = load_checkpoint(path)
+            if modules is not None:
+                _check_modules(state, modules, path)
         except ConfigError as e:
             if k + 1 == len(candidates):
                 raise
@@ -364,7 +379,7 @@ def first_readable(candidates: list[Path]) -> tuple[Path, dict[str, Any]]:
 
 def restore(run: Run, candidates: list[Path]) -> None:
     """Load the first readable checkpoint of `candidates` into `run` (after `check_resumable`)."""
-    path, state = first_readable(candidates)
+    path, state = first_readable(candidates, run.modules)
     check_resumable(state, run, path)
     for name, mod in run.modules.items():
         mod.load_state_dict(state["modules"][name])

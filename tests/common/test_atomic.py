@@ -61,3 +61,29 @@ def test_temporaries_named_without_pid_are_removed_only_when_old(tmp_path: Path)
     assert remove_stale_temporaries(tmp_path / "out.txt") == [old]
     assert recent.exists() and not old.exists()
     assert remove_stale_temporaries(tmp_path / "absent" / "out.txt") == []
+
+
+def test_a_folder_written_as_a_whole_gets_the_umask_s_mode_and_a_killed_one_is_cleaned_up(tmp_path: Path) -> None:
+    from common.atomic import atomic_folder
+
+    dead = dead_pid()
+    stale = tmp_path / f".split.{dead}@{atomic.HOST}.abcd1234.tmp"
+    (stale / "sub").mkdir(parents=True)
+    (stale / "sub" / "train.lst").write_text("half")
+    old_umask = os.umask(0o022)
+    try:
+        with atomic_folder(tmp_path / "split") as tmp:
+            (tmp / "train.lst").write_text("x")
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "split" / "train.lst").read_text() == "x"
+    assert (tmp_path / "split").stat().st_mode & 0o777 == 0o755  # as mkdir gives, not mkdtemp's 0700
+    assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["split"]
+
+
+def test_writing_over_a_folder_names_the_folder_not_a_temporary(tmp_path: Path) -> None:
+    (tmp_path / "model.onnx").mkdir()
+    with pytest.raises(IsADirectoryError) as err:
+        atomic_write_text(tmp_path / "model.onnx", "x")
+    assert err.value.filename == str(tmp_path / "model.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

@@ -31,14 +31,28 @@ def test_rows_are_the_paired_bootstrap_of_each_model_pair() -> None:
     rows = compare_on_set("toy", pair_set, scores, [("u", "v")], n_boot=40, seed=5, fars=(0.25,))
     lab = pair_set.labels
     assert lab is not None
+    # 5 impostor pairs: the lowest FAR the set supports, 1 / 5, is below 0.25 and gets its own row
     direct = paired_bootstrap(scores["u"], scores["v"], pair_set.issame, lab[pair_set.idx1], lab[pair_set.idx2],
-                              fars=(0.25,), n_boot=40, seed=5)
-    assert [r["metric"] for r in rows] == [d["metric"] for d in direct]
+                              fars=(0.25, 0.2), n_boot=40, seed=5)
+    assert [r["metric"] for r in rows] == ["auc", "tar@2.5e-1", "tar@lowest_far"]
+    assert [d["metric"] for d in direct] == ["auc", "tar@2.5e-1", "tar@2e-1"] and rows[2]["far"] == 0.2
     for row, d in zip(rows, direct, strict=True):
         assert (row["set"], row["a"], row["b"]) == ("toy", "u", "v")
         assert (row["a_value"], row["b_value"], row["difference"]) == (d["a"], d["b"], d["difference"])
         assert (row["ci_low"], row["ci_high"], row["n_boot"], row["skipped"]) == (
             d["ci_low"], d["ci_high"], d["n_boot"], d["skipped"])
+
+
+def test_a_set_too_small_for_every_far_still_gets_a_tar_comparison() -> None:
+    pair_set = _pair_set(np.array([0, 0, 1, 1, 2, 2]))
+    scores = {"u": pair_set.issame * 1.0 + np.linspace(0, 0.5, 8), "v": pair_set.issame * 2.0 + np.linspace(0, 0.1, 8)}
+    rows = compare_on_set("toy", pair_set, scores, [("u", "v")], n_boot=20, seed=0, fars=(1e-3, 1e-4))
+    by_metric = {r["metric"]: r for r in rows}
+    assert by_metric["tar@1e-3"]["difference"] is None  # 5 impostors cannot measure FAR 1e-3
+    lowest = by_metric["tar@lowest_far"]
+    assert lowest["far"] == 0.2 and lowest["difference"] is not None
+    rows = compare_on_set("toy", pair_set, scores, [("u", "v")], n_boot=20, seed=0, fars=(0.2, 0.5))
+    assert "tar@lowest_far" not in {r["metric"] for r in rows}  # a given FAR already is the lowest
 
 
 def test_a_set_without_identities_is_refused() -> None:

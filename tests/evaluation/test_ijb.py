@@ -145,9 +145,28 @@ def loop_roc(scores: np.ndarray, labels: np.ndarray) -> list[tuple[float, float]
     return points
 
 
-def loop_nearest(points: list[tuple[float, float]], far: float) -> float:
-    best = min(abs(f - far) for f, _ in points)
-    return max(t for f, t in points if abs(f - far) == best)
+def loop_eval_ijbc_readout(scores: np.ndarray, labels: np.ndarray, fars: tuple[float, ...]) -> list[float]:
+    """insightface's eval_ijbc.py read-out, written out: scikit-learn's roc_curve (one point per distinct
+    score from the highest, collinear points dropped, (0, 0) first), both arrays flipped, then for each FAR
+    `min(zip(abs(fpr - far), range(len(fpr))))` and the TPR at that index."""
+    pairs = sorted(zip((float(s) for s in scores), (bool(y) for y in labels), strict=True), key=lambda p: -p[0])
+    fps, tps, tp, fp = [], [], 0, 0
+    for i, (score, same) in enumerate(pairs):
+        tp, fp = tp + same, fp + (not same)
+        if i == len(pairs) - 1 or pairs[i + 1][0] != score:
+            fps.append(fp)
+            tps.append(tp)
+    keep = [0] + [i for i in range(1, len(fps) - 1)
+                  if fps[i - 1] - 2 * fps[i] + fps[i + 1] != 0 or tps[i - 1] - 2 * tps[i] + tps[i + 1] != 0]
+    keep.append(len(fps) - 1)
+    fpr = [0.0] + [fps[i] / fps[-1] for i in keep]
+    tpr = [0.0] + [tps[i] / tps[-1] for i in keep]
+    fpr, tpr = fpr[::-1], tpr[::-1]
+    out = []
+    for far in fars:
+        _, index = min(zip([abs(f - far) for f in fpr], range(len(fpr)), strict=True))
+        out.append(tpr[index])
+    return out
 
 
 def loop_record(views: np.ndarray, written: WrittenIjb, names: list[str], flip: bool, norm: bool, det: bool
@@ -264,23 +283,37 @@ def test_tar_at_far_keys_and_values_match_a_direct_computation() -> None:
     perm = rng.permutation(scores.size)
     scores, labels = scores[perm], labels[perm]
     record, fpr, tpr = ijb_metrics(scores, labels)
-    assert list(record["tar_at_far"]) == FAR_KEYS == list(record["tar_at_far_nearest"])
+    assert list(record["tar_at_far"]) == FAR_KEYS == list(record["tar_at_far_bounded"])
     points = loop_roc(scores, labels)
     np.testing.assert_allclose(np.c_[fpr, tpr], points, atol=1e-12)
-    for key, far in zip(FAR_KEYS, IJB_FARS, strict=True):
-        tar, nearest = record["tar_at_far"][key], record["tar_at_far_nearest"][key]
+    insightface = loop_eval_ijbc_readout(scores, labels, IJB_FARS)
+    for key, far, expected in zip(FAR_KEYS, IJB_FARS, insightface, strict=True):
+        assert record["tar_at_far"][key] == expected, key  # every FAR, 1e-6 (below 1 / impostors) included
+        bounded = record["tar_at_far_bounded"][key]
         if far * impostor.size < 1:
-            assert tar is None and nearest is None, key
+            assert bounded is None, key
             continue
-        assert tar == pytest.approx(loop_tar(scores, labels, far), abs=1e-12), key
-        assert nearest == pytest.approx(loop_nearest(points, far), abs=1e-12), key
-        accepted_impostors = max(f for f, t in points if t == tar and f <= far + 1e-12)
+        assert bounded == pytest.approx(loop_tar(scores, labels, far), abs=1e-12), key
+        accepted_impostors = max(f for f, t in points if t == bounded and f <= far + 1e-12)
         assert accepted_impostors <= far  # the project's rule is an operating point at or below the FAR
-    assert record["tar_at_far"]["1e-6"] is None and record["tar_at_far"]["1e-5"] is not None
+    assert record["tar_at_far_bounded"]["1e-6"] is None and record["tar_at_far"]["1e-6"] is not None
     trapezoid = sum((f1 - f0) * (t1 + t0) / 2 for (f0, t0), (f1, t1) in itertools.pairwise(points))
     assert record["auc"] == pytest.approx(trapezoid, abs=1e-9)
     thin_f, thin_t = thin_roc(fpr, tpr, 400)
     assert thin_f.size <= 402 and thin_f[0] == 0 and thin_f[-1] == 1 and np.all(np.diff(thin_f) >= 0)
+
+
+def test_insightface_reading_on_a_straight_run_of_the_roc_takes_the_later_point_of_sklearn_s_curve() -> None:
+    # scores 0.9, 0.8, 0.7 each held by one genuine and one impostor pair, then 97 impostors: the ROC points
+    # (1, 1), (2, 2), (3, 3) (counts) lie on one line, so scikit-learn keeps (1, 1) and (3, 3) only; at
+    # FAR = 2 / 100 both are equally near and the flipped read-out takes (3, 3): TPR 3 / 3, where the
+    # full curve's point (2, 2) would give 2 / 3
+    scores = np.r_[[0.9, 0.9, 0.8, 0.8, 0.7, 0.7], np.linspace(0.5, 0.0, 97)]
+    labels = np.r_[[True, False] * 3, np.zeros(97, bool)]
+    record, _, _ = ijb_metrics(scores, labels, (0.02, 0.5))
+    assert record["tar_at_far"] == {"2e-2": 1.0, "5e-1": 1.0}
+    assert loop_eval_ijbc_readout(scores, labels, (0.02,)) == [1.0]
+    assert record["tar_at_far_bounded"]["2e-2"] == pytest.approx(2 / 3)  # above 0.7: 2 impostors, 2 genuine
 
 
 # ---- the whole protocol -----------------------------------------------------------------------------------
@@ -305,11 +338,13 @@ def test_evaluate_ijb_matches_the_loop(written: WrittenIjb, tmp_path_factory: py
     assert record["templates"] == len(written.identity_of_template) == 24
     assert record["template_pairs"] == len(written.pairs) == 276
     assert record["images"] == len(names)
-    assert list(record["tar_at_far"]) == FAR_KEYS
+    assert list(record["tar_at_far"]) == FAR_KEYS == list(record["tar_at_far_bounded"])
     n_neg = int((~labels).sum())
-    for key, far in zip(FAR_KEYS, IJB_FARS, strict=True):
+    insightface = loop_eval_ijbc_readout(result.scores, labels, IJB_FARS)
+    for key, far, read in zip(FAR_KEYS, IJB_FARS, insightface, strict=True):
+        assert record["tar_at_far"][key] == pytest.approx(read), key
         expected = loop_tar(result.scores, labels, far)
-        assert record["tar_at_far"][key] == (None if far * n_neg < 1 else pytest.approx(expected)), key
+        assert record["tar_at_far_bounded"][key] == (None if far * n_neg < 1 else pytest.approx(expected)), key
     genuine, impostor = scores[labels], scores[~labels]
     mann_whitney = np.mean([(g > i) + 0.5 * (g == i) for g in genuine for i in impostor])
     assert record["auc"] == pytest.approx(mann_whitney, abs=1e-3)  # scores agree to 1e-5, not bit for bit
@@ -360,3 +395,14 @@ def test_model_outputs_are_checked(tmp_path: Path) -> None:
         embed_in_chunks(load, 4, lambda im: np.zeros((len(im), 8)), tmp_path / "a", {}, batch_size=4)
     with pytest.raises(PipelineError, match="not finite"):
         embed_in_chunks(load, 4, lambda im: np.full((len(im), 2, 8), np.nan), tmp_path / "b", {}, batch_size=4)
+
+
+def test_a_byte_order_mark_is_allowed_in_ijb_text_files_as_in_list_files(tmp_path: Path) -> None:
+    from evaluation.ijb.layout import read_landmarks, read_tid_mid
+
+    marks = tmp_path / "ijbc_name_5pts_score.txt"
+    marks.write_bytes("\ufeff1.jpg 1 2 3 4 5 6 7 8 9 10 0.9\n".encode())
+    assert list(read_landmarks(marks)) == ["1.jpg"]
+    tid_mid = tmp_path / "ijbc_face_tid_mid.txt"
+    tid_mid.write_bytes("\ufeff1.jpg 1 2\n".encode())
+    assert read_tid_mid(tid_mid)[0] == ["1.jpg"]

@@ -132,3 +132,13 @@ def test_a_resume_loads_only_the_missing_chunks(tmp_path: Path) -> None:
     embed_in_chunks(rec.load, 20, rec.embed, tmp_path, {"m": 1}, chunk_size=8, batch_size=4, workers=2)
     assert sorted(rec.started) == list(range(8, 16))
     assert chunk_rows(tmp_path, 3) == list(range(20))
+
+
+def test_a_reused_chunk_that_is_not_finite_is_embedded_again(tmp_path: Path) -> None:
+    embed_in_chunks(image, 20, views_of, tmp_path, {"m": 1}, chunk_size=8, batch_size=4, workers=2)
+    broken = np.load(chunk_path(tmp_path, 1))
+    np.save(chunk_path(tmp_path, 1), np.full_like(broken, np.nan))  # a chunk a broken model wrote
+    rec = Recorder()
+    embed_in_chunks(rec.load, 20, rec.embed, tmp_path, {"m": 1}, chunk_size=8, batch_size=4, workers=2)
+    assert sorted(rec.started) == list(range(8, 16))
+    assert chunk_rows(tmp_path, 3) == list(range(20))

@@ -58,3 +58,15 @@ def test_wrong_number_of_embeddings_is_refused() -> None:
     a, emb = _pair_set("lfw", 0)
     with pytest.raises(ValueError, match="24 images"):
         evaluate_sets([a], lambda s: emb[:10])
+
+
+def test_a_model_whose_outputs_are_not_finite_gets_no_score() -> None:
+    from common.errors import PipelineError
+
+    a, emb = _pair_set("lfw", 0)
+    broken = emb.copy()
+    broken[3, 1] = np.nan
+    with pytest.raises(PipelineError, match="1 of 24 images is not finite.*first: image 3"):
+        evaluate_sets([a], lambda s: broken)
+    with pytest.raises(PipelineError, match="24 of 24"):
+        evaluate_sets([a], lambda s: np.full_like(emb, np.inf))

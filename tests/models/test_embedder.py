@@ -134,3 +134,14 @@ def test_onnx_output_with_unit_trailing_dims_is_squeezed(tmp_path: Path) -> None
     embedder = OnnxEmbedder(path, "NCHW")
     assert embedder.embedding_size == 4
     assert embedder.embed(random_images(3, 16)).shape == (3, 4)
+
+
+def test_embed_views_are_the_image_then_its_horizontal_flip() -> None:
+    emb = TorchEmbedder(TinyNet().eval(), "tiny", "-", 16)
+    images = random_images(3, 16, seed=5)
+    views = emb.embed_views(images)
+    assert views.shape == (3, 2, 16)
+    mirrored = images.flip(2)  # [B, H, W, C]: W is axis 2
+    torch.testing.assert_close(views[:, 0], emb.embed(images))
+    torch.testing.assert_close(views[:, 1], emb.embed(mirrored))
+    assert not torch.allclose(views[:, 0], views[:, 1])  # the model is not flip-invariant, so the order shows

@@ -32,6 +32,7 @@ def test_list_dataset_paths_and_label_remap(tmp_path: Path) -> None:
         ("a.png 0\nb.png 1\nlonely\n", r"line 3"),
         ("a.png 0\nb.png one\n", r"line 2: label 'one' is not an integer"),
         ("a.png 0\na.png 1\n", r"line 2: 'a.png' already listed on line 1"),
+        ("a.png 0\nb.png 99999999999999999999\n", r"line 2: label 99999999999999999999 is outside the 64-bit"),
     ],
 )
 def test_list_dataset_bad_line_names_file_and_line(tmp_path: Path, body: str, message: str) -> None:
@@ -76,3 +77,16 @@ def test_list_dataset_refuses_images_over_the_pixel_limit(tmp_path: Path, monkey
     monkeypatch.setattr("readers.base.MAX_IMAGE_PIXELS", 24 * 24 - 1)
     with pytest.raises(CorruptImageError, match=r"'a\.png': too large: 24 x 24 pixels > 575"):
         ds.load(0)
+
+
+def test_entries_that_are_not_regular_files_are_refused_not_read(tmp_path: Path) -> None:
+    import os
+
+    _save(tmp_path / "a.png", _image(1))
+    os.mkfifo(tmp_path / "pipe.png")  # reading it would block for ever
+    lst = tmp_path / "train.lst"
+    lst.write_text("a.png 0\npipe.png 1\n/dev/zero 1\n")
+    ds = ListDataset(lst, 16)
+    for index in (1, 2):
+        with pytest.raises(CorruptImageError, match="not a regular file"):
+            ds.encoded(index)

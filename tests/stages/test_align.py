@@ -101,11 +101,11 @@ def test_an_interrupted_run_continues_to_the_same_output(tmp_path: Path, monkeyp
     real_write = stages.align.atomic_write_bytes
     calls = {"n": 0}
 
-    def dies_at_the_fifth_face(path: Path, data: bytes) -> None:
+    def dies_at_the_fifth_face(path: Path, data: bytes, durable: bool = True) -> None:
         calls["n"] += 1
         if calls["n"] == 5:
             raise KeyboardInterrupt  # as a kill between two faces
-        real_write(path, data)
+        real_write(path, data, durable)
 
     monkeypatch.setattr(stages.align, "atomic_write_bytes", dies_at_the_fifth_face)
     code, _, _ = invoke("align", [f"run.dir={tmp_path / 'run2'}"], str(photos), str(out),

@@ -54,3 +54,28 @@ def test_convert_usage_errors(tmp_path: Path) -> None:
                           ((str(pairs), str(pairs.parent / "p.bin"), "--root", str(tmp_path)), "pairs.txt")]:
         code, out, _ = invoke("convert", settings, *args)
         assert code == 2 and message in out and "Traceback" not in out, (args, out)
+
+
+def test_pairs_whose_image_is_not_an_image_are_refused_naming_the_file(tmp_path: Path) -> None:
+    pairs = _faces(tmp_path / "faces")
+    victim = sorted(pairs.parent.rglob("*.png"))[0]
+    victim.write_bytes(b"this is a text file, not a PNG")
+    out_bin = tmp_path / "faces.bin"
+    code, out, _ = invoke("convert", [f"run.dir={tmp_path / 'run'}"], str(pairs), str(out_bin), "--root",
+                          str(pairs.parent))
+    assert code == 2 and str(victim) in out and "not an image" in out and "Traceback" not in out
+    assert not out_bin.exists()
+
+
+def test_a_rec_set_interrupted_before_its_rec_appeared_is_written_again(tmp_path: Path) -> None:
+    pairs = _faces(tmp_path / "faces")
+    rec = tmp_path / "set" / "train.rec"
+    rec.parent.mkdir()
+    rec.with_suffix(".idx").write_text("0\t0\n")  # what a kill between the renames leaves
+    (rec.parent / "property").write_text("1,16,16\n")
+    (rec.parent / ".train.rec.new").write_bytes(b"a staged .rec of the killed run")
+    code, out, summary = invoke("convert", [f"run.dir={tmp_path / 'run'}"], str(pairs.parent), str(rec))
+    assert code == 0, out
+    assert RecordIODataset(rec, 16).labels.tolist() == FolderDataset(pairs.parent, 16).labels.tolist()
+    assert (rec.parent / "property").read_text() == "4,16,16\n"
+    assert sorted(p.name for p in rec.parent.iterdir()) == ["property", "train.idx", "train.rec"]

@@ -201,3 +201,35 @@ def test_an_exported_model_as_teacher_must_agree_with_its_metadata(trained: list
     with pytest.raises(ConfigError, match=r"teacher.color = 'BGR' but the model's metadata says 'RGB'") as err:
         build_teacher(wrong, 16, "cpu")
     assert "teacher.mean" in str(err.value) and "teacher.std" not in str(err.value)
+
+
+def test_a_malformed_evaluate_summary_stops_the_export_before_anything_is_written(trained: list[str],
+                                                                                 tmp_path: Path) -> None:
+    target = tmp_path / "student.onnx"
+    code, out, first = invoke("export", trained + [f"export.output={target}"])
+    assert code == 0 and first is not None, out
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    summary_file = _run_dir(trained) / "evaluate.json"
+    saved = summary_file.read_bytes() if summary_file.exists() else None
+    try:
+        for wrong in ("[1]", '{"models": [1]}', '{"model": "student", "sets": {"lfw": 3}}'):
+            summary_file.write_text(wrong)
+            code, out, _ = invoke("export", trained + [f"export.output={target}"])
+            assert code == 1 and "not a readable evaluate summary" in out and "Traceback" not in out, wrong
+            assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # the old export and its card
+    finally:
+        summary_file.unlink()
+        if saved is not None:
+            summary_file.write_bytes(saved)
+    card = json.loads((tmp_path / "student.card.json").read_text())
+    import hashlib
+
+    assert card["onnx"]["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def test_exporting_over_the_source_model_is_refused(trained: list[str], tmp_path: Path) -> None:
+    source = tmp_path / "model.onnx"  # a checkpoint whose name ends in .onnx
+    source.write_bytes((_run_dir(trained) / "backbone.pth").read_bytes())
+    code, out, _ = invoke("export", trained + [f"export.model={source}", f"export.output={source}"])
+    assert code == 2 and "overwrite" in out and "Traceback" not in out
+    assert source.read_bytes() == (_run_dir(trained) / "backbone.pth").read_bytes()

@@ -130,6 +130,18 @@ def test_same_seed_same_sets_other_seed_other_split(split_run: dict, tmp_path: P
     assert ids[0] != ids[1]
 
 
+def test_an_earlier_split_of_other_settings_is_replaced_only_with_overwrite(tmp_path: Path) -> None:
+    first = _split(tmp_path / "run")
+    lists = Path(first["train_list"]).read_text()
+    assert _split(tmp_path / "run")["train_list"] == first["train_list"]  # the same settings: written again
+    code, out, _ = invoke("split", tiny_settings(tmp_path / "run") + SETTINGS + ["split.seed=5"])
+    assert code == 2 and "--overwrite" in out and "other settings" in out and "Traceback" not in out
+    assert Path(first["train_list"]).read_text() == lists
+    code, out, _ = invoke("split", tiny_settings(tmp_path / "run") + SETTINGS + ["split.seed=5"], "--overwrite")
+    assert code == 0, out
+    assert Path(first["train_list"]).read_text() != lists
+
+
 def test_folder_source_lists_the_original_files(tmp_path: Path) -> None:
     faces = Path(write_pair_set(SyntheticDataset(6, 3, 16, seed=5, difficulty=1.0), tmp_path / "faces", 20, 0)).parent
     (faces / "pairs.txt").unlink()

@@ -60,3 +60,25 @@ def test_render_speed_is_in_the_right_range() -> None:
     ds.load(0)
     for i in range(len(ds)):
         ds.load(i)
+
+
+# What the renderer of each RENDERER_VERSION draws, pinned: a teacher cache records the version, so a change
+# to the faces without a bump would let an old cache be accepted against new images. sha256 of the uint8
+# pixels of every image of (identities, images each, size, seed, difficulty).
+PINNED_RENDERS = {
+    1: {(3, 2, 32, 7, 1.0): "fb071b8fc43b7bb063b842fb42311c740577c3bce8f251247b183428541e5206",
+        (2, 2, 112, 11, 0.5): "6185352afa29dacdf0fe0ac7e6785b3938ea489c53370a9048168a9db7b99865"},
+}
+
+
+def test_the_renders_of_this_renderer_version_are_the_pinned_ones() -> None:
+    from readers.synthetic import RENDERER_VERSION
+
+    assert RENDERER_VERSION in PINNED_RENDERS, "a new RENDERER_VERSION: pin its renders here"
+    for (ids, per, size, seed, difficulty), digest in PINNED_RENDERS[RENDERER_VERSION].items():
+        ds = SyntheticDataset(ids, per, size, seed=seed, difficulty=difficulty)
+        h = hashlib.sha256()
+        for i in range(len(ds)):
+            h.update(np.ascontiguousarray(ds.load(i)).tobytes())
+        assert h.hexdigest() == digest, ("the synthetic faces changed without a RENDERER_VERSION bump: bump it "
+                                         "(old caches are then refused) and pin the new renders")

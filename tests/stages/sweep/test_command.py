@@ -106,3 +106,11 @@ def test_a_variant_with_an_unknown_key_names_the_file_and_variant(tmp_path: Path
     spec = read_sweep(path)
     with pytest.raises(ConfigError, match=r"bad.toml', variants.v: unknown config key 'loss.sdc_wieght'"):
         variant_config(load_config(None), spec, spec.variants["v"], 0)
+
+
+def test_an_unknown_key_in_a_later_variant_is_refused_before_anything_trains(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[variants.good]\nset = []\n[variants.bad]\nset = ["loss.sdc_wieght=0.0"]\n', encoding="utf-8")
+    code, out, _ = invoke("sweep", [f"run.dir={tmp_path / 'out'}", "eval.pairs=[\"x.txt\"]"], str(path))
+    assert code == 2 and "variants.bad: unknown config key 'loss.sdc_wieght'" in out
+    assert not (tmp_path / "out" / "good").exists()

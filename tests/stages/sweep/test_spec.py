@@ -29,6 +29,8 @@ def test_a_sweep_file_is_read_with_its_defaults(tmp_path: Path) -> None:
     ('[variants.a]\ncommand = "evaluate"\n', "variants.a.command"),
     ("[variants.a]\nset = 'loss.sdc_weight=0'\n", "variants.a.set"),
     ('[variants."../x"]\n', "plain folder name"),
+    ('[variants."sweep.md"]\n', "the sweep's own files"),
+    ('[variants."Config.toml"]\n', "the sweep's own files"),
     ("seeds = []\n[variants.a]\n", "seeds"),
     ("seeds = [1, 1]\n[variants.a]\n", "lists a seed twice"),
     ("seeds = [true]\n[variants.a]\n", "seeds"),

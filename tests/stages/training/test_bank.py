@@ -117,6 +117,13 @@ def test_state_round_trip_and_shape_mismatch() -> None:
     for a, b in zip(bank.gather(*query, step=8), other.gather(*query, step=8), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(other.pointer, bank.pointer)
+    restored = other.state_dict()
+    assert set(restored) == set(state)  # the whole state, slot ages (steps) included, not only what gather shows
+    for key, value in state.items():
+        assert torch.equal(restored[key], value) if isinstance(value, torch.Tensor) else restored[key] == value, key
+    young = FeatureBank(num_classes=4, slots=3, dim=5, max_age=2)  # restored ages decide expiry after a resume
+    young.load_state_dict(state)
+    assert young.gather(*query, step=10)[3].sum() == 0 and young.gather(*query, step=9)[3].sum() > 0
     _write(other, [1], [6], step=9)
     assert bank.rows[1].tolist() == [2, 3, -1]
     with pytest.raises(ConfigError, match="icd.bank_size"):

@@ -276,3 +276,35 @@ def test_gradient_accumulation_counts_optimiser_steps_and_resumes_exactly(
     assert code == 0, out
     for r, w in zip(read_metrics(part / "metrics.csv"), want[2:], strict=True):
         assert r["step"] == w["step"] and float(r["loss"]) == pytest.approx(float(w["loss"]), abs=1e-6)
+
+
+def test_resume_falls_back_from_a_checkpoint_whose_weights_do_not_fit(
+        extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    import torch
+
+    _run, settings, _ = extracted
+    s = settings + [f"run.dir={tmp_path}", "train.steps=6", "train.checkpoint_every=2"]
+    code, out, _ = invoke("train", s)
+    assert code == 0, out
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "checkpoint_00000006.pt").unlink()
+    state = torch.load(ckpts / "checkpoint_00000004.pt", weights_only=True)
+    state["modules"]["student"].pop(next(iter(state["modules"]["student"])))  # a deleted weight
+    torch.save(state, ckpts / "checkpoint_00000005.pt")
+    code, out, _ = invoke("train", s, "--resume")
+    assert code == 0 and "Traceback" not in out, out
+    assert "checkpoint_00000005.pt (modules.student)' does not fit the model: 1 missing keys" in out
+    assert "resuming from the one before, checkpoint_00000004.pt" in out
+
+
+def test_sdc_starts_after_its_warm_up(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    run, settings, _ = extracted
+    # 48 rows in P x M batches of 16: an epoch is 3 to 4 steps, so a warm-up of 1 epoch keeps SDC at 0 that long
+    s = settings + [f"run.dir={tmp_path}", f"cache.path={run / 'cache' / 'teacher.h5'}", "train.steps=6",
+                    "train.checkpoint_every=100", 'loss.method="icd"', "icd.warmup_epochs=1.0",
+                    'icd.pairs="batch"', "train.random_share=0.0"]
+    code, out, _ = invoke("distill", s)
+    assert code == 0, out
+    sdc = [float(r["sdc"]) for r in read_metrics(tmp_path / "metrics.csv")]
+    warm = next(k for k, v in enumerate(sdc) if v != 0.0)  # steps before SDC starts (identity pairs in every batch)
+    assert 3 <= warm < 6 and all(v > 0 for v in sdc[warm:]), sdc

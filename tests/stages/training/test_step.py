@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from stages.training.bank import FeatureBank
@@ -59,3 +60,33 @@ def test_accumulated_gradient_is_the_mean_of_the_batches_gradients() -> None:
         run.micro = micro
         backward(run, net(x).square().sum())  # type: ignore[arg-type]
     torch.testing.assert_close(net.weight.grad, (want[0] + want[1]) / 2)
+
+
+def test_a_step_reads_the_bank_in_its_loss_before_it_writes_the_batch_into_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SDC's bank pairs must be the earlier steps' entries: the batch's own go in only after the loss."""
+    import stages.training.step as step_module
+
+    events: list[str] = []
+
+    class Bank:
+        def update(self, *args: object) -> None:
+            events.append("write")
+
+    def terms(run: object, x: object) -> dict[str, torch.Tensor]:
+        events.append("read")
+        return {"fcd": torch.ones((), requires_grad=True)}
+
+    monkeypatch.setattr(step_module, "step_inputs", lambda run, feats, labels, rows, batch: SimpleNamespace(emb=feats))
+    monkeypatch.setattr(step_module, "step_terms", terms)
+    monkeypatch.setattr(step_module, "step_stats", lambda x: {})
+    monkeypatch.setattr(step_module, "backward", lambda run, loss: events.append("backward"))
+    monkeypatch.setattr(step_module, "optimizer_step", lambda run: events.append("optimizer"))
+    monkeypatch.setattr(step_module, "advance", lambda run, n: None)
+    run = SimpleNamespace(micro=0, cfg=SimpleNamespace(train=SimpleNamespace(grad_accum=1)),
+                          device=torch.device("cpu"), autocast_dtype=None, nets={"student": lambda x: x.flatten(1)},
+                          dist=SimpleNamespace(world=1, active=False), bank=Bank(), weights={"fcd": 1.0},
+                          partial=[], step=0)
+    batch = {"images": torch.zeros(2, 4, 4, 3, dtype=torch.uint8), "labels": torch.tensor([0, 1]),
+             "rows": torch.tensor([0, 1]), "flips": torch.tensor([0, 0])}
+    out = step_module.train_step(run, batch)  # type: ignore[arg-type]
+    assert events == ["read", "backward", "write", "optimizer"] and out is not None and run.step == 1
