@@ -143,3 +143,14 @@ def compactness_gap(student_stats: dict[str, Any], teacher_stats: dict[str, Any]
             gap[f"{side}_{key}"] = _difference(teacher_stats[side][key], student_stats[side][key])
     gap["separation"] = _difference(teacher_stats["separation"], student_stats["separation"])
     return gap
+
+
+def sample_rows(labels: np.ndarray, done: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """Rows of whole identities in a seeded random order until `max_rows` are taken, sorted: [n] int64."""
+    usable = np.flatnonzero(done)
+    chosen: list[int] = []
+    for c in np.random.default_rng(seed).permutation(np.unique(labels[usable])):
+        chosen.extend(usable[labels[usable] == c].tolist())
+        if len(chosen) >= max_rows:
+            break
+    return np.asarray(sorted(chosen[:max_rows]), dtype=np.int64)

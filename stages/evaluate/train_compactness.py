@@ -18,24 +18,13 @@ from evaluation.compactness import (
     compactness_gap,
     inter_class_similarities,
     intra_class_similarities,
+    sample_rows,
     similarity_stats,
 )
 from evaluation.plots import plot_similarity_histograms
 from evaluation.verify import MAX_INTER_PAIRS
 from models.embedder import Embedder
 from readers import build_dataset
-
-
-def sample_rows(labels: np.ndarray, done: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
-    """Rows of whole identities in a seeded random order until `max_rows` are taken, sorted: [n] int64."""
-    usable = np.flatnonzero(done)
-    chosen: list[int] = []
-    for c in np.random.default_rng(seed).permutation(np.unique(labels[usable])):
-        chosen.extend(usable[labels[usable] == c].tolist())
-        if len(chosen) >= max_rows:
-            break
-    return np.asarray(sorted(chosen[:max_rows]), dtype=np.int64)
-
 
 ROWS = 2000  # training rows (whole identities) compared, by default
 

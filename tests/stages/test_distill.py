@@ -4,6 +4,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import invoke, tiny_settings
 from tests.stages.conftest import read_metrics
 
@@ -49,3 +51,40 @@ def test_a_margin_head_on_few_images_is_warned_about(tmp_path: Path, teacher_wei
     code, out, _ = invoke("distill", settings + [f"run.dir={tmp_path / 'ada'}", "train.steps=1",
                                                  f"cache.path={tmp_path}/cache/teacher.h5", "loss.method=adadistill"])
     assert code == 0 and "teacher class centres" in out and "loss.method=auto" in out
+
+
+def test_distill_closes_with_the_training_gap_to_its_teacher(extracted: tuple[Path, list[str], dict],
+                                                             tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from cache import TeacherCache
+    from config import load_config
+    from evaluation.compactness import intra_class_similarities, sample_rows
+    from models import build_student
+    from models.loading import load_backbone_weights
+    from models.preprocess import student_input
+    from readers import build_dataset
+
+    run, settings, _ = extracted
+    settings = settings + [f"run.dir={tmp_path}", f"cache.path={run}/cache/teacher.h5", "train.steps=2"]
+    code, out, summary = invoke("distill", settings)
+    assert code == 0 and summary is not None, out
+    report = summary["train_compactness"]
+    cfg = load_config(None, settings)
+    with TeacherCache(run / "cache" / "teacher.h5", in_ram="never") as cache:
+        rows = sample_rows(cache.labels, cache.done, 2000, cfg.run.seed)
+        labels = cache.labels[rows]
+        teacher = cache.targets(rows, np.zeros_like(rows))
+    student = build_student(cfg.student, cfg.data.image_size)
+    load_backbone_weights(student, tmp_path / "backbone.pth")
+    images = torch.from_numpy(np.stack([build_dataset(cfg.data).load(int(r)) for r in rows]))
+    with torch.no_grad():
+        s_emb = F.normalize(student.eval()(student_input(images)), dim=-1).numpy()
+    t_mean = float(intra_class_similarities(teacher, labels).mean())
+    s_mean = float(intra_class_similarities(s_emb, labels).mean())
+    assert report["teacher_intra_mean"] == pytest.approx(t_mean, abs=1e-5)
+    assert report["student_intra_mean"] == pytest.approx(s_mean, abs=1e-4)
+    assert report["intra_gap"] == pytest.approx(t_mean - s_mean, abs=1e-4)  # teacher minus student
+    assert "same-identity cosine on 48 training images" in out and "premise" in out

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from cache import TeacherCache, cache_file
 from config import load_config
-from evaluation.compactness import similarity_stats
+from evaluation.compactness import sample_rows, similarity_stats
 from readers import build_dataset
-from stages.evaluate.train_compactness import sample_rows, training_compactness
+from stages.evaluate.train_compactness import training_compactness
 
 
 class Pixels:
