@@ -32,6 +32,7 @@ SKIPPED = "skipped"
 UNREADABLE = "unreadable"
 NO_LANDMARKS = "no_landmarks"  # --landmarks given, but no line for this photo
 BAD_LANDMARKS = "bad_landmarks"  # the given or found points determine no similarity
+DETECTOR_ERROR = "detector_error"  # dlib raised on this photo
 MAX_CANDIDATES = 4  # pick = "consensus": faces of one photo aligned for the choice by agreement
 # when no detector gives a qualifying face, the reason that got furthest: a face off centre says more
 # than a face too small, which says more than no face at all
@@ -133,7 +134,11 @@ def align_one(data: bytes, name: str, settings: AlignSettings, faces: DlibFaces 
         record.update(status=ALIGNED, **fields)
         return record, encode(aligned, settings.format, settings.jpeg_quality), []
     assert faces is not None
-    ranked, found, reason = _find_faces(faces, rgb, settings)
+    try:
+        ranked, found, reason = _find_faces(faces, rgb, settings)
+    except RuntimeError as e:  # dlib refusing an image (a size or format it cannot scan): this photo only
+        record["reason"] = f"{DETECTOR_ERROR}: {e}"
+        return record, None, []
     record["faces"] = found
     if not ranked:
         if settings.fallback == "center_crop":
@@ -147,7 +152,7 @@ def align_one(data: bytes, name: str, settings: AlignSettings, faces: DlibFaces 
     for face in keep:
         try:
             fields, aligned = _face_record(rgb, five_points(faces.landmarks(rgb, face)), settings.max_shrink)
-        except ValueError:
+        except (ValueError, RuntimeError):  # points that determine no similarity; dlib refusing the box
             continue
         candidates.append(({"detector": face.detector, "score": round(face.score, 4), "box": _round(face.box, 1),
                             **fields}, aligned))
