@@ -151,6 +151,8 @@ def run_export(cfg: PipelineConfig) -> dict[str, Any]:
     out = Path(cfg.export.output or Path(cfg.run.dir) / "student.onnx")
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"config key 'export.output': '{out}' must end in .onnx")
+    if out.is_dir():
+        raise ConfigError(f"config key 'export.output': '{out}' is a folder; name the .onnx file to write")
     if out.resolve() == source.path.resolve():
         raise ConfigError(f"config key 'export.output': '{out}' is the model being exported (export.model); "
                           "writing there would overwrite it")

@@ -227,6 +227,14 @@ def test_a_malformed_evaluate_summary_stops_the_export_before_anything_is_writte
     assert card["onnx"]["sha256"] == hashlib.sha256(target.read_bytes()).hexdigest()
 
 
+def test_an_output_that_is_a_folder_is_refused_naming_it(trained: list[str], tmp_path: Path) -> None:
+    folder = tmp_path / "model.onnx"
+    folder.mkdir()
+    code, out, _ = invoke("export", trained + [f"export.output={folder}"])
+    assert code == 2 and f"'{folder}' is a folder" in out and ".tmp" not in out
+    assert list(tmp_path.iterdir()) == [folder] and not any(folder.iterdir())
+
+
 def test_exporting_over_the_source_model_is_refused(trained: list[str], tmp_path: Path) -> None:
     source = tmp_path / "model.onnx"  # a checkpoint whose name ends in .onnx
     source.write_bytes((_run_dir(trained) / "backbone.pth").read_bytes())
