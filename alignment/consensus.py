@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float64; a zero row stays zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
+from evaluation.ijb.pooling import l2_normalize_rows
 
 
 def identity_reference(embeddings: np.ndarray) -> np.ndarray | None:
@@ -17,7 +12,7 @@ def identity_reference(embeddings: np.ndarray) -> np.ndarray | None:
     None for no photos (or embeddings that cancel out)."""
     if len(embeddings) == 0:
         return None
-    mean = unit_rows(embeddings).mean(axis=0)
+    mean = l2_normalize_rows(np.asarray(embeddings, dtype=np.float64)).mean(axis=0)
     norm = float(np.linalg.norm(mean))
     return mean / norm if norm > 1e-12 else None
 
@@ -25,5 +20,5 @@ def identity_reference(embeddings: np.ndarray) -> np.ndarray | None:
 def most_agreeing(reference: np.ndarray, candidates: np.ndarray) -> tuple[int, np.ndarray]:
     """(index of the candidate [K, D] whose cosine to `reference` [D] is highest, all K cosines); ties go
     to the earlier candidate (the pick policy's preferred face comes first)."""
-    cosines = unit_rows(candidates) @ np.asarray(reference, dtype=np.float64)
+    cosines = l2_normalize_rows(np.asarray(candidates, dtype=np.float64)) @ np.asarray(reference, dtype=np.float64)
     return int(np.argmax(cosines)), cosines

@@ -24,6 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import report_json  # noqa: E402
 from readers.recordio import RecordIODataset  # noqa: E402
 
 DIFFERENT = 20.0  # mean |difference| above this: not the same crop (JPEG q95 + warp rounding give 1-3)
@@ -77,10 +78,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     result = compare(args.aligned, args.shipped)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    report_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import report_json  # noqa: E402
 
 
 def _group(source: str, cfp: bool) -> str:
@@ -59,10 +65,7 @@ def main() -> None:
         result["seconds"] = summary["seconds"]
         result["workers"] = summary["workers"]
         result["seconds_per_photo_per_worker"] = round(summary["seconds"] * summary["workers"] / len(records), 3)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    report_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,14 @@ def emit_json(figures: dict[str, Any]) -> None:
     print(json.dumps(figures, sort_keys=True, default=_json_default), flush=True)
 
 
+def report_json(figures: dict[str, Any], path: Path | None) -> None:
+    """The figures as indented JSON on stdout and, when `path` is given, in that file (a results table)."""
+    text = json.dumps(figures, indent=1, default=_json_default)
+    print(text, flush=True)
+    if path is not None:
+        path.write_text(text + "\n")
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()

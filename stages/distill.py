@@ -10,19 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from cache import TeacherCache, cache_file
 from common.distributed import env_rank
 from common.errors import ConfigError
 from config import PipelineConfig, derive, value_at
 from config.auto import AUTO, FEW_IMAGES_FIX, auto_recipe, few_images, median_images_per_identity
-from evaluation.compactness import compactness_gap, sample_rows, similarity_stats
+from evaluation.train_compactness import training_compactness
 from models import build_student
-from models.device import resolve_device
+from models.embedder import TorchEmbedder
 from models.loading import load_backbone_weights
-from models.preprocess import student_input
 from readers import build_dataset
 from readers.face_size import warn_face_size
 from stages.training.loop import run_loop
@@ -121,40 +118,28 @@ def run_distill(cfg: PipelineConfig, resume: bool = False, overwrite: bool = Fal
                          teacher_dim=cache.embedding_dim)
     summary = run_loop(cfg, inputs, command="distill", resume=resume, overwrite=overwrite)
     if env_rank() == 0:
-        summary["train_compactness"] = training_gap(cfg, dataset, cache, Path(summary["backbone"]))
+        summary["train_compactness"] = training_gap(cfg, Path(summary["backbone"]))
     return summary
 
 
-GAP_ROWS = 2000  # training rows (whole identities) the closing compactness report compares
-
-
-def training_gap(cfg: PipelineConfig, dataset: Any, cache: TeacherCache, backbone: Path,
-                 max_rows: int = GAP_ROWS) -> dict[str, Any] | None:
-    """The student's and the cached teacher's mean same-identity cosine on training identities, and the
-    gap (teacher minus student, `evaluation.compactness`), logged with what it says about ICD-Face's
-    premise (a student less compact than its teacher); None without an identity of two images."""
-    rows = sample_rows(cache.labels, cache.done, max_rows, cfg.run.seed)
-    labels = cache.labels[rows]
-    if len(labels) == len(np.unique(labels)):
-        return None
-    teacher = cache.targets(rows, np.zeros_like(rows))
-    device = resolve_device(cfg.run.device)
+def training_gap(cfg: PipelineConfig, backbone: Path) -> dict[str, Any] | None:
+    """The trained student's and the cached teacher's mean same-identity cosine on training identities
+    (`evaluation.train_compactness`, as `evaluate` reports it) and their gap (teacher minus student), logged
+    with what it says about ICD-Face's premise (a student less compact than its teacher); None without an
+    identity of two images."""
     student = build_student(cfg.student, cfg.data.image_size)
-    load_backbone_weights(student, backbone)
-    student = student.to(device).eval()
-    parts = []
-    with torch.no_grad():
-        for start in range(0, len(rows), cfg.eval.batch_size):
-            images = torch.from_numpy(np.stack([dataset.load(int(r)) for r in rows[start:start + cfg.eval.batch_size]]))
-            parts.append(F.normalize(student(student_input(images.to(device))).float(), dim=-1).cpu().numpy())
-    s_stats, t_stats = similarity_stats(np.concatenate(parts), labels), similarity_stats(teacher, labels)
-    gap = compactness_gap(s_stats, t_stats)["intra_mean"]
-    record = {"rows": int(len(rows)), "teacher_intra_mean": t_stats["intra"]["mean"],
-              "student_intra_mean": s_stats["intra"]["mean"], "intra_gap": gap}
+    sha = load_backbone_weights(student, backbone)
+    embedder = TorchEmbedder(student, cfg.student.arch, sha, cfg.data.image_size, device=cfg.run.device)
+    record = training_compactness(cfg, embedder, Path(cfg.run.dir), "student")
+    gap = record["gap"]["intra_mean"] if record else None
+    if record is None or gap is None:
+        return None
+    teacher, student_mean = record["teacher"]["intra"]["mean"], record["student"]["intra"]["mean"]
     verdict = ("the student is less compact than its teacher: ICD-Face's premise holds here, SDC has a gap to close"
-               if gap is not None and gap > 0.02 else
+               if gap > 0.02 else
                "the student is as compact as its teacher or more: ICD-Face's premise does not hold here, and SDC "
                "(loss.method = icd) has little to close; FCD-led methods fit such data (README \"Which method\")")
     log.info("distill: same-identity cosine on %d training images: teacher %.4f, student %.4f, gap %+.4f (teacher "
-             "minus student): %s", len(rows), t_stats["intra"]["mean"], s_stats["intra"]["mean"], gap or 0.0, verdict)
-    return record
+             "minus student): %s", record["rows"], teacher, student_mean, gap, verdict)
+    return {"rows": record["rows"], "teacher_intra_mean": teacher, "student_intra_mean": student_mean,
+            "intra_gap": gap, "plot": record["plot"]}

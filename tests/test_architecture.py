@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import REPO
 
-BUILDING_BLOCKS = ("common", "config", "readers", "models", "losses", "cache", "checkpoints", "evaluation", "deploy")
+BUILDING_BLOCKS = ("common", "config", "readers", "alignment", "models", "losses", "cache", "checkpoints", "evaluation",
+                   "deploy")
 # each stage, and the stages it must not import (the later ones)
 LATER = ("stages.export", "stages.demo", "stages.sweep")
 LATER_STAGES = {

@@ -21,6 +21,7 @@ from typing import Any
 
 from config import PipelineConfig, derive, save_resolved
 from evaluation.compare import compare_on_set
+from evaluation.train_compactness import training_compactness
 from evaluation.verify import SetResult
 from models.device import resolve_device
 from stages.demo.heldout import ALL_PAIRS, DEMO_FARS, SAMPLED, HeldOut, evaluate_held_out, held_out_sets
@@ -28,7 +29,6 @@ from stages.demo.preset import demo_config, preset_changes
 from stages.demo.report import write_report
 from stages.distill import run_distill
 from stages.evaluate.embedders import build_embedder
-from stages.evaluate.train_compactness import training_compactness
 from stages.extract import run_extract
 from stages.train import run_train
 

@@ -18,13 +18,13 @@ from evaluation.ijb import IjbOptions, detect_ijb_name, evaluate_ijb
 from evaluation.ijb.metrics import thin_roc
 from evaluation.pairs import PairSet, load_pair_set
 from evaluation.plots import plot_roc
+from evaluation.train_compactness import training_compactness
 from evaluation.verify import DEFAULT_FARS, SetResult, evaluate_sets
 from models.device import resolve_device
 from models.embedder import Embedder
 from models.size import count_text as _count
 from readers.face_size import face_size_warning, sample_sizes
 from stages.evaluate.embedders import build_embedder, cache_embeddings
-from stages.evaluate.train_compactness import training_compactness
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ from config import PipelineConfig, apply_overrides, save_resolved
 from evaluation.collapse import pair_cosine_gap
 from evaluation.compare import compare_on_set
 from evaluation.pairs import PairSet, load_pair_set
+from evaluation.train_compactness import training_compactness
 from evaluation.verify import SetResult, evaluate_sets
 from models.device import resolve_device
 from models.embedder import Embedder
 from stages.distill import run_distill
 from stages.evaluate.command import model_input_side
 from stages.evaluate.embedders import build_embedder
-from stages.evaluate.train_compactness import training_compactness
 from stages.sweep.report import write_report
 from stages.sweep.spec import SweepSpec, Variant, read_sweep
 from stages.train import run_train

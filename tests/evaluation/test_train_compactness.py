@@ -1,4 +1,4 @@
-"""`stages.evaluate.train_compactness`: the student against the cached teacher on training identities, both
+"""`evaluation.train_compactness`: the student against the cached teacher on training identities, both
 read as the images themselves (view 0), not their flips."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from cache import TeacherCache, cache_file
 from config import load_config
 from evaluation.compactness import sample_rows, similarity_stats
+from evaluation.train_compactness import training_compactness
 from readers import build_dataset
-from stages.evaluate.train_compactness import training_compactness
 
 
 class Pixels:
