@@ -7,9 +7,10 @@ as stored), with the teacher side read from the stage-one cache.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from cache import TeacherCache, cache_file
@@ -23,13 +24,19 @@ from evaluation.compactness import (
 )
 from evaluation.plots import plot_similarity_histograms
 from evaluation.verify import MAX_INTER_PAIRS
-from models.embedder import Embedder
 from readers import build_dataset
 
 ROWS = 2000  # training rows (whole identities) compared, by default
 
 
-def training_compactness(cfg: PipelineConfig, embedder: Embedder, out_dir: Path, tag: str,
+class Embeds(Protocol):
+    """What the comparison needs of a model: uint8 RGB [B, H, W, 3] -> raw embeddings [B, D] (any
+    `models.Embedder`, or `distill`'s student, which never becomes one)."""
+
+    def embed(self, images: np.ndarray) -> torch.Tensor: ...
+
+
+def training_compactness(cfg: PipelineConfig, embedder: Embeds, out_dir: Path, tag: str,
                          max_rows: int = ROWS) -> dict[str, Any] | None:
     """Student vs cached-teacher similarity statistics, their gap and a histogram plot; None without a cache."""
     path = cache_file(cfg.cache.path, cfg.run.dir)

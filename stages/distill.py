@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from cache import TeacherCache, cache_file
 from common.distributed import env_rank
@@ -18,8 +19,9 @@ from config import PipelineConfig, derive, value_at
 from config.auto import AUTO, FEW_IMAGES_FIX, auto_recipe, few_images, median_images_per_identity
 from evaluation.train_compactness import training_compactness
 from models import build_student
-from models.embedder import TorchEmbedder
+from models.device import resolve_device
 from models.loading import load_backbone_weights
+from models.preprocess import student_input
 from readers import build_dataset
 from readers.face_size import warn_face_size
 from stages.training.loop import run_loop
@@ -122,15 +124,25 @@ def run_distill(cfg: PipelineConfig, resume: bool = False, overwrite: bool = Fal
     return summary
 
 
+class _Student:
+    """The trained student as `training_compactness` needs it (no `models.Embedder`: distill builds none)."""
+
+    def __init__(self, module: torch.nn.Module, device: torch.device) -> None:
+        self.module, self.device = module.eval().to(device), device
+
+    def embed(self, images: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.module(student_input(torch.as_tensor(images).to(self.device))).float().cpu()
+
+
 def training_gap(cfg: PipelineConfig, backbone: Path) -> dict[str, Any] | None:
     """The trained student's and the cached teacher's mean same-identity cosine on training identities
     (`evaluation.train_compactness`, as `evaluate` reports it) and their gap (teacher minus student), logged
     with what it says about ICD-Face's premise (a student less compact than its teacher); None without an
     identity of two images."""
     student = build_student(cfg.student, cfg.data.image_size)
-    sha = load_backbone_weights(student, backbone)
-    embedder = TorchEmbedder(student, cfg.student.arch, sha, cfg.data.image_size, device=cfg.run.device)
-    record = training_compactness(cfg, embedder, Path(cfg.run.dir), "student")
+    load_backbone_weights(student, backbone)
+    record = training_compactness(cfg, _Student(student, resolve_device(cfg.run.device)), Path(cfg.run.dir), "student")
     gap = record["gap"]["intra_mean"] if record else None
     if record is None or gap is None:
         return None
