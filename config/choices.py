@@ -127,6 +127,7 @@ RANGES: dict[str, Range] = {
     "cache.pq_m": AT_LEAST_ONE,
     "cache.ram_limit_gb": NON_NEGATIVE, "cache.chunk_rows": AT_LEAST_ONE,
     "loss.scale": POSITIVE, "loss.margin": NON_NEGATIVE, "loss.margin_weight": NON_NEGATIVE,
+    "loss.sample_rate": Range(0, 1, lo_open=True),
     "loss.fcd_weight": NON_NEGATIVE,
     "loss.sdc_weight": NON_NEGATIVE,
     "loss.impostor_sdc_weight": NON_NEGATIVE,

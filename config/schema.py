@@ -82,6 +82,9 @@ class LossConfig:
     scale: float = 64.0
     margin: float = 0.5
     margin_weight: float = 1.0  # 0: no margin head in distill (pure regression on the cached targets)
+    # Partial FC (arcface_torch PartialFC v2): each step scores the batch's classes plus random others, up to
+    # sample_rate x classes centres (1: all classes, the plain margin head)
+    sample_rate: float = 1.0
     fcd_weight: float = 1.0
     sdc_weight: float = 1.0
     # in-batch different-identity pairs: the student's similarity distribution pulled to the teacher's (DDL)

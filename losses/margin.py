@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from config.choices import MARGIN_HEADS, check_choice
+from losses.partial_fc import remap_labels, sample_centres, sample_size
 
 _ACOS_EPS = 1e-7
 
@@ -85,30 +86,53 @@ def combined_margin_logits(
 
 
 class MarginHead(nn.Module):
-    """Learnable class matrix [C, D] plus combined-margin cross-entropy (L_margin of ICD-Face, ICCV 2023)."""
+    """Learnable class matrix [C, D] plus combined-margin cross-entropy (L_margin of ICD-Face, ICCV 2023).
+
+    `sample_rate` < 1 is Partial FC (CVPR 2022, arcface_torch `PartialFC_V2`): each call scores the batch's
+    classes plus uniformly drawn others, `int(sample_rate * C)` centres in all (`losses.partial_fc`), and
+    the gradient reaches only those rows of `weight`. As in arcface_torch, `weight` stays one dense
+    parameter in the run's optimiser, so an unsampled row gets a zero gradient, and SGD's weight decay and
+    momentum still act on it (arcface_torch `train_v2.py` puts the Partial FC weight in the same SGD as the
+    backbone, with weight decay; v2 keeps no per-row optimiser state): an untouched row is decayed and
+    moved by its momentum buffer, exactly as there. `sample_rate = 1` is the plain head.
+    """
 
     def __init__(self, embedding_size: int, num_classes: int, head: str = "arcface", scale: float = 64.0,
-                 margin: float = 0.5) -> None:
+                 margin: float = 0.5, sample_rate: float = 1.0) -> None:
         super().__init__()
         self.head = head
         self.scale = float(scale)
         self.m1, self.m2, self.m3 = margin_params(head, margin)
+        self.sample_rate = float(sample_rate)
+        self.num_sample = sample_size(num_classes, self.sample_rate)
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
+        self.last_index: torch.Tensor | None = None  # the centres the last sampled call scored (Partial FC)
 
-    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Cosines [B, C] (float32) between L2-normalised embeddings [B, D] and normalised class centres."""
+    def cosine(self, embeddings: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Cosines [B, K] (float32) between L2-normalised embeddings [B, D] and normalised class centres
+        (`weight` [K, D]; all C by default)."""
+        weight = self.weight if weight is None else weight
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            return F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+            return F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(weight.float(), dim=1))
 
     def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Scaled margin logits [B, C] float32 for embeddings [B, D] (any norm) and labels [B]."""
+        """Scaled margin logits [B, C] float32 for embeddings [B, D] (any norm) and labels [B], over all classes."""
         return combined_margin_logits(self.cosine(embeddings), labels, self.scale, self.m1, self.m2, self.m3)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy (nats) of the margin logits: scalar L_margin."""
-        return F.cross_entropy(self.logits(embeddings, labels), labels.long())
+        """Mean cross-entropy (nats) of the margin logits over all classes, or over the sampled ones when
+        `sample_rate` < 1: scalar L_margin."""
+        labels = labels.long()
+        if self.sample_rate >= 1.0:
+            return F.cross_entropy(self.logits(embeddings, labels), labels)
+        with torch.no_grad():
+            index = sample_centres(labels, self.weight.shape[0], self.num_sample)
+            local = remap_labels(labels, index)
+        self.last_index = index
+        cosine = self.cosine(embeddings, self.weight[index])
+        return F.cross_entropy(combined_margin_logits(cosine, local, self.scale, self.m1, self.m2, self.m3), local)
 
     def extra_repr(self) -> str:
         return (f"classes={self.weight.shape[0]}, dim={self.weight.shape[1]}, head={self.head}, s={self.scale}, "
-                f"m=({self.m1}, {self.m2}, {self.m3})")
+                f"m=({self.m1}, {self.m2}, {self.m3}), sample_rate={self.sample_rate}")

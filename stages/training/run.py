@@ -188,6 +188,21 @@ def check_pair_sources(cfg: PipelineConfig, groups: int) -> None:
                           "set icd.max_age >= 1 or icd.pairs = \"batch\"")
 
 
+def check_sample_rate(cfg: PipelineConfig, method: str, margin_on: bool) -> None:
+    """ConfigError naming `loss.sample_rate` when it is below 1 but the run has no learnable margin head to
+    sample (a method built on teacher centres, or `loss.margin_weight` = 0)."""
+    rate = cfg.loss.sample_rate
+    if rate >= 1.0:
+        return
+    if method not in MARGIN_HEAD_METHODS:
+        raise ConfigError(f"config key 'loss.sample_rate' = {rate!r}: Partial FC samples the learnable margin head, "
+                          f"and loss.method = {method!r} has none (it scores teacher class centres); set "
+                          "loss.sample_rate = 1.0")
+    if not margin_on:
+        raise ConfigError(f"config key 'loss.sample_rate' = {rate!r}: loss.margin_weight = 0 leaves the margin head "
+                          "out, so there is nothing to sample; set loss.sample_rate = 1.0 or loss.margin_weight > 0")
+
+
 def build_modules(cfg: PipelineConfig, inputs: TrainInputs, num_classes: int,
                   device: torch.device) -> dict[str, nn.Module]:
     """Student, margin head (unless the method replaces it by teacher centres) and (distill, when the dimensions
@@ -195,7 +210,7 @@ def build_modules(cfg: PipelineConfig, inputs: TrainInputs, num_classes: int,
     modules: dict[str, nn.Module] = {"student": build_student(cfg.student, cfg.data.image_size).to(device)}
     if step_method(cfg, inputs.provider is not None) in MARGIN_HEAD_METHODS:
         modules["head"] = MarginHead(cfg.student.embedding_size, num_classes, cfg.loss.head, cfg.loss.scale,
-                                     cfg.loss.margin).to(device)
+                                     cfg.loss.margin, cfg.loss.sample_rate).to(device)
     if inputs.provider is not None and inputs.teacher_dim != cfg.student.embedding_size:
         modules["projector"] = nn.Linear(cfg.student.embedding_size, inputs.teacher_dim, bias=False).to(device)
     return modules
@@ -235,9 +250,15 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
         raise ConfigError("config key 'loss.method' = \"auto\" reached the training loop unresolved "
                           "(stages.distill.resolve_method chooses the method from the cache)")
     weights = method_weights(cfg, distill, command)
+    check_sample_rate(cfg, step_method(cfg, distill), "margin" in weights)
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)
     dist = Dist.from_env(device.type)
+    if dist.active and cfg.loss.sample_rate < 1.0:
+        raise ConfigError(f"config key 'loss.sample_rate' = {cfg.loss.sample_rate!r} under torchrun "
+                          f"({dist.world} processes): Partial FC runs in one process (each rank would "
+                          "sample its own batch's classes only); run it with one process or set "
+                          "loss.sample_rate = 1.0")
     device = device_for(device, dist)
     labels, num_classes = _checked_labels(inputs.dataset)
     sampler, p = build_sampler(cfg, inputs, labels)

@@ -88,3 +88,25 @@ def test_distill_closes_with_the_training_gap_to_its_teacher(extracted: tuple[Pa
     assert report["student_intra_mean"] == pytest.approx(s_mean, abs=1e-4)
     assert report["intra_gap"] == pytest.approx(t_mean - s_mean, abs=1e-4)  # teacher minus student
     assert "same-identity cosine on 48 training images" in out and "premise" in out
+
+
+def test_partial_fc_distills_resumes_and_refuses_where_there_is_no_head(extracted: tuple[Path, list[str], dict],
+                                                                         tmp_path: Path) -> None:
+    """`loss.sample_rate` < 1 trains through `distill` (margin head on), resumes, and stays in the saved config;
+    with a method that has no learnable head it is exit 2 naming the key."""
+    import torch
+
+    run, settings, _ = extracted  # 8 identities
+    settings = settings + [f"run.dir={tmp_path}", f"cache.path={run}/cache/teacher.h5", "loss.method=fcd",
+                           "loss.sample_rate=0.5"]
+    code, out, _ = invoke("distill", settings + ["train.steps=2", "train.checkpoint_every=1"])
+    assert code == 0, out
+    assert _config(tmp_path)["loss"]["sample_rate"] == 0.5
+    assert all(float(r["margin"]) > 0 for r in read_metrics(tmp_path / "metrics.csv"))
+    code, out, _ = invoke("distill", settings + ["train.steps=3"], "--resume")
+    assert code == 0, out
+    state = torch.load(sorted((tmp_path / "checkpoints").glob("*.pt"))[-1], weights_only=False)
+    assert state["step"] == 3 and state["modules"]["head"]["weight"].shape[0] == 8
+    code, out, _ = invoke("distill", settings + [f"run.dir={tmp_path / 'ada'}", "loss.method=adadistill",
+                                                 "train.steps=1"])
+    assert code == 2 and "loss.sample_rate" in out and "Traceback" not in out

@@ -92,3 +92,11 @@ def test_an_epochs_run_resumed_on_another_world_size_ends_its_schedule_at_its_la
     assert summary is not None and summary["steps"] == 5
     rows = read_metrics(part / "metrics.csv")
     assert [r["step"] for r in rows] == ["3", "4", "5"] and float(rows[-1]["lr"]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_partial_fc_under_torchrun_is_refused_naming_the_key(two_rank_run: tuple[list[str], Path],
+                                                             tmp_path: Path) -> None:
+    base, _ = two_rank_run
+    done = torchrun("distill", base + [f"run.dir={tmp_path}", "loss.method=fcd", "loss.sample_rate=0.5"])
+    assert done.returncode != 0  # torchrun's agent reports the ranks' exit status 2 with its own traceback
+    assert "error: config key 'loss.sample_rate' = 0.5 under torchrun (2 processes)" in done.stderr
