@@ -10,11 +10,19 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from config.choices import MARGIN_HEADS, check_choice
-from losses.partial_fc import remap_labels, sample_centres, sample_size
+from losses.partial_fc import (
+    gather_rows,
+    remap_labels,
+    sample_centres,
+    sample_size,
+    shard_range,
+    sharded_cross_entropy,
+)
 
 _ACOS_EPS = 1e-7
 
@@ -95,44 +103,73 @@ class MarginHead(nn.Module):
     momentum still act on it (arcface_torch `train_v2.py` puts the Partial FC weight in the same SGD as the
     backbone, with weight decay; v2 keeps no per-row optimiser state): an untouched row is decayed and
     moved by its momentum buffer, exactly as there. `sample_rate = 1` is the plain head.
+
+    `world` > 1 (an initialised process group): this rank holds classes `shard_range(C, rank, world)` only
+    (`weight` is [C_rank, D], `class_start` its first class); each call gathers every rank's embeddings
+    and labels, samples this rank's share (`int(sample_rate * C_rank)`), and completes the softmax across
+    ranks; the gathered embeddings' gradient is scaled by `world` for the student's DistributedDataParallel
+    average (arcface_torch's AllGather). The head itself must not be wrapped in DistributedDataParallel.
     """
 
     def __init__(self, embedding_size: int, num_classes: int, head: str = "arcface", scale: float = 64.0,
-                 margin: float = 0.5, sample_rate: float = 1.0) -> None:
+                 margin: float = 0.5, sample_rate: float = 1.0, rank: int = 0, world: int = 1) -> None:
         super().__init__()
         self.head = head
         self.scale = float(scale)
         self.m1, self.m2, self.m3 = margin_params(head, margin)
         self.sample_rate = float(sample_rate)
-        self.num_sample = sample_size(num_classes, self.sample_rate)
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
+        self.num_classes, self.rank, self.world = int(num_classes), int(rank), int(world)
+        self.class_start, num_local = shard_range(self.num_classes, self.rank, self.world)
+        self.num_sample = sample_size(num_local, self.sample_rate)
+        self.weight = nn.Parameter(torch.empty(num_local, embedding_size))
         nn.init.normal_(self.weight, std=0.01)
         self.last_index: torch.Tensor | None = None  # the centres the last sampled call scored (Partial FC)
 
     def cosine(self, embeddings: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Cosines [B, K] (float32) between L2-normalised embeddings [B, D] and normalised class centres
-        (`weight` [K, D]; all C by default)."""
+        (`weight` [K, D]; all of this head's rows by default)."""
         weight = self.weight if weight is None else weight
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             return F.linear(F.normalize(embeddings.float(), dim=1), F.normalize(weight.float(), dim=1))
 
     def logits(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Scaled margin logits [B, C] float32 for embeddings [B, D] (any norm) and labels [B], over all classes."""
+        """Scaled margin logits [B, C] float32 for embeddings [B, D] (any norm) and labels [B], over all classes
+        (a head of one process)."""
         return combined_margin_logits(self.cosine(embeddings), labels, self.scale, self.m1, self.m2, self.m3)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy (nats) of the margin logits over all classes, or over the sampled ones when
-        `sample_rate` < 1: scalar L_margin."""
+        `sample_rate` < 1: scalar L_margin (the same value on every rank when sharded)."""
         labels = labels.long()
-        if self.sample_rate >= 1.0:
+        if self.world == 1 and self.sample_rate >= 1.0:
             return F.cross_entropy(self.logits(embeddings, labels), labels)
+        embeddings = embeddings.float()
+        if self.world > 1:
+            embeddings = gather_rows(embeddings, grad_scale=float(self.world))
+            parts = [torch.empty_like(labels) for _ in range(self.world)]
+            dist.all_gather(parts, labels.contiguous())
+            labels = torch.cat(parts)
         with torch.no_grad():
-            index = sample_centres(labels, self.weight.shape[0], self.num_sample)
-            local = remap_labels(labels, index)
-        self.last_index = index
-        cosine = self.cosine(embeddings, self.weight[index])
-        return F.cross_entropy(combined_margin_logits(cosine, local, self.scale, self.m1, self.m2, self.m3), local)
+            local = labels - self.class_start
+            here = (local >= 0) & (local < self.weight.shape[0])
+            column = torch.full_like(labels, -1)
+            if self.sample_rate < 1.0:
+                index = sample_centres(local[here], self.weight.shape[0], self.num_sample)
+                column[here] = remap_labels(local[here], index)
+                self.last_index = index
+            else:
+                column[here] = local[here]
+        weight: torch.Tensor = self.weight if self.sample_rate >= 1.0 else self.weight[self.last_index]
+        cosine = self.cosine(embeddings, weight)
+        rows = here.nonzero().squeeze(1)
+        target = combined_margin_target(cosine[rows, column[rows]], self.m1, self.m2, self.m3)
+        logits = self.scale * cosine.index_put((rows, column[rows]), target)
+        if self.world == 1:
+            return F.cross_entropy(logits, column)
+        return sharded_cross_entropy(logits, column)
 
     def extra_repr(self) -> str:
+        shard = f", classes {self.class_start}..{self.class_start + self.weight.shape[0] - 1} of " \
+                f"{self.num_classes} (rank {self.rank} of {self.world})" if self.world > 1 else ""
         return (f"classes={self.weight.shape[0]}, dim={self.weight.shape[1]}, head={self.head}, s={self.scale}, "
-                f"m=({self.m1}, {self.m2}, {self.m3}), sample_rate={self.sample_rate}")
+                f"m=({self.m1}, {self.m2}, {self.m3}), sample_rate={self.sample_rate}{shard}")

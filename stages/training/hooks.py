@@ -34,6 +34,7 @@ from evaluation.verify import evaluate_sets
 from models import TorchEmbedder
 from stages.training.hook import Hook, log_step, sync_step
 from stages.training.run import Run, run_state
+from stages.training.shards import sharded_head
 from stages.training.step import StepOutput
 from stages.training.tensorboard import Scalars
 from stages.training.watchdog import LearningWatchdog
@@ -229,10 +230,14 @@ class VerificationHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """A checkpoint every `train.checkpoint_every` steps (the last two kept) and a final one with `backbone.pth`."""
+    """A checkpoint every `train.checkpoint_every` steps (the last two kept) and a final one with `backbone.pth`.
 
-    def __init__(self) -> None:
+    `write=False` (ranks other than 0 under torchrun): only the collective part of a checkpoint, gathering
+    this rank's rows of a margin head split over the ranks (`stages.training.shards`); nothing is written."""
+
+    def __init__(self, write: bool = True) -> None:
         self.start = 0.0
+        self.write = write
 
     def on_start(self, run: Run) -> None:
         self.start = time.perf_counter()
@@ -245,6 +250,10 @@ class CheckpointHook(Hook):
     def save(self, run: Run, final: bool = False) -> Path:
         """Write the run's state, unless a weight or optimiser value is non-finite (then exit status 1)."""
         path = checkpoint_path(run.run_dir / "checkpoints", run.step)
+        if not self.write:
+            if sharded_head(run) is not None:
+                run_state(run, self.images_per_s(run), final)  # this rank's part of the gathered class matrix
+            return path
         state = run_state(run, self.images_per_s(run), final)
         bad = nonfinite_entries(state)
         if bad:
@@ -265,14 +274,15 @@ class CheckpointHook(Hook):
         if run.resumed_from is not None and run.images_seen == 0 and backbone.exists():
             return  # a finished run stays as it is
         self.save(run, final=True)
-        save_checkpoint(backbone, run.student.state_dict())
+        if self.write:
+            save_checkpoint(backbone, run.student.state_dict())
 
 
 def default_hooks(cfg: PipelineConfig, main: bool = True) -> list[Hook]:
     """The hooks of `train` and `distill`, in the order they run. Under torchrun only rank 0 (`main`) logs,
     verifies and writes checkpoints; every rank keeps its NaN guard."""
     if not main:
-        return [NanGuard()]
+        return [NanGuard(), CheckpointHook(write=False)]
     scalars = Scalars()  # TensorBoard: one writer for the metrics and the verification
     hooks: list[Hook] = [NanGuard(), MetricsLogger(scalars), LearningWatchdog()]
     if cfg.eval.pairs and cfg.train.eval_every:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from stages.training.experiment import changed_sections
 from stages.training.methods import MARGIN_HEAD_METHODS, initial_method_state, method_weights, step_method
 from stages.training.sampler import IdentityBatchSampler
 from stages.training.schedule import lr_lambda
+from stages.training.shards import HEAD, local_head_state, whole_head_state
 from stages.training.targets import TargetProvider
 
 log = logging.getLogger(__name__)
@@ -203,14 +205,16 @@ def check_sample_rate(cfg: PipelineConfig, method: str, margin_on: bool) -> None
                           "out, so there is nothing to sample; set loss.sample_rate = 1.0 or loss.margin_weight > 0")
 
 
-def build_modules(cfg: PipelineConfig, inputs: TrainInputs, num_classes: int,
-                  device: torch.device) -> dict[str, nn.Module]:
-    """Student, margin head (unless the method replaces it by teacher centres) and (distill, when the dimensions
-    differ) the bias-free projector P."""
+def build_modules(cfg: PipelineConfig, inputs: TrainInputs, num_classes: int, device: torch.device,
+                  dist: Dist | None = None) -> dict[str, nn.Module]:
+    """Student, margin head (unless the method replaces it by teacher centres; split over the ranks of a
+    torchrun launch, `stages.training.shards`) and (distill, when the dimensions differ) the bias-free
+    projector P."""
+    dist = dist or Dist()
     modules: dict[str, nn.Module] = {"student": build_student(cfg.student, cfg.data.image_size).to(device)}
     if step_method(cfg, inputs.provider is not None) in MARGIN_HEAD_METHODS:
         modules["head"] = MarginHead(cfg.student.embedding_size, num_classes, cfg.loss.head, cfg.loss.scale,
-                                     cfg.loss.margin, cfg.loss.sample_rate).to(device)
+                                     cfg.loss.margin, cfg.loss.sample_rate, dist.rank, dist.world).to(device)
     if inputs.provider is not None and inputs.teacher_dim != cfg.student.embedding_size:
         modules["projector"] = nn.Linear(cfg.student.embedding_size, inputs.teacher_dim, bias=False).to(device)
     return modules
@@ -254,17 +258,12 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     seed_everything(cfg.run.seed)
     device = resolve_device(cfg.run.device)
     dist = Dist.from_env(device.type)
-    if dist.active and cfg.loss.sample_rate < 1.0:
-        raise ConfigError(f"config key 'loss.sample_rate' = {cfg.loss.sample_rate!r} under torchrun "
-                          f"({dist.world} processes): Partial FC runs in one process (each rank would "
-                          "sample its own batch's classes only); run it with one process or set "
-                          "loss.sample_rate = 1.0")
     device = device_for(device, dist)
     labels, num_classes = _checked_labels(inputs.dataset)
     sampler, p = build_sampler(cfg, inputs, labels)
     per_step = dist.world * cfg.train.grad_accum  # plan batches an optimiser step consumes
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler) / per_step))
-    modules = build_modules(cfg, inputs, num_classes, device)
+    modules = build_modules(cfg, inputs, num_classes, device, dist)
     sdc = step_method(cfg, distill) == "icd" and cfg.loss.sdc_weight > 0
     if sdc:
         check_pair_sources(cfg, p)
@@ -303,11 +302,13 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
 
 def wrap_modules(modules: dict[str, nn.Module], dist: Dist, device: torch.device) -> dict[str, nn.Module]:
     """The modules as the step calls them: each in `DistributedDataParallel` under torchrun (gradients
-    averaged over the ranks in backward; rank 0's weights broadcast at the start), else themselves."""
+    averaged over the ranks in backward; rank 0's weights broadcast at the start), else themselves; the
+    margin head is split over the ranks (each holds other classes) and stays unwrapped."""
     if not dist.active:
         return dict(modules)
     ids = [device.index] if device.type == "cuda" else None
-    return {k: nn.parallel.DistributedDataParallel(m, device_ids=ids) for k, m in modules.items()}
+    return {k: m if k == HEAD else nn.parallel.DistributedDataParallel(m, device_ids=ids)
+            for k, m in modules.items()}
 
 
 def warn_without_pairs(labels: np.ndarray) -> None:
@@ -355,8 +356,9 @@ def check_resumable(state: dict[str, Any], run: Run, path: Path) -> None:
 
 
 def run_state(run: Run, images_per_s: float, final: bool = False) -> dict[str, Any]:
-    """Everything a checkpoint holds to resume `run` exactly (the keys `checkpoints.format` describes)."""
-    return {
+    """Everything a checkpoint holds to resume `run` exactly (the keys `checkpoints.format` describes); a
+    margin head split over the ranks is gathered whole (a collective under torchrun)."""
+    state = {
         "command": run.command,
         "modules": {k: v.state_dict() for k, v in run.modules.items()},
         "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
@@ -368,6 +370,8 @@ def run_state(run: Run, images_per_s: float, final: bool = False) -> dict[str, A
         "num_classes": run.num_classes, "final": final, "images_per_s": images_per_s,
         "world_size": run.dist.world,
     }
+    whole_head_state(run, state)
+    return state
 
 
 def _check_modules(state: dict[str, Any], modules: dict[str, Any], path: Path) -> None:
@@ -381,12 +385,15 @@ def _check_modules(state: dict[str, Any], modules: dict[str, Any], path: Path) -
         check_state_dict(module, saved[name], f"{path} (modules.{name})")
 
 
-def first_readable(candidates: list[Path], modules: dict[str, Any] | None = None) -> tuple[Path, dict[str, Any]]:
-    """The first checkpoint of `candidates` that loads (and whose weights fit `modules`, when given); the
-    ones before it are reported as skipped."""
+def first_readable(candidates: list[Path], modules: dict[str, Any] | None = None,
+                   localise: Callable[[dict[str, Any]], None] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The first checkpoint of `candidates` that loads (and whose weights fit `modules`, when given, after
+    `localise` cut a whole class matrix to this rank's rows); the ones before it are reported as skipped."""
     for k, path in enumerate(candidates):
         try:
             state = load_checkpoint(path)
+            if localise is not None:
+                localise(state)
             if modules is not None:
                 _check_modules(state, modules, path)
         except ConfigError as e:
@@ -400,7 +407,7 @@ def first_readable(candidates: list[Path], modules: dict[str, Any] | None = None
 
 def restore(run: Run, candidates: list[Path]) -> None:
     """Load the first readable checkpoint of `candidates` into `run` (after `check_resumable`)."""
-    path, state = first_readable(candidates, run.modules)
+    path, state = first_readable(candidates, run.modules, lambda st: local_head_state(run, st))
     check_resumable(state, run, path)
     for name, mod in run.modules.items():
         mod.load_state_dict(state["modules"][name])

@@ -19,6 +19,7 @@ from losses import weighted_sum
 from models.preprocess import student_input
 from stages.training.methods import step_inputs, step_stats, step_terms
 from stages.training.run import Run
+from stages.training.shards import clip_gradients
 
 
 @dataclass
@@ -43,7 +44,7 @@ def optimizer_step(run: Run) -> None:
     """Optional gradient clipping, optimiser and scheduler step, on the gradients `backward` summed."""
     if run.cfg.train.grad_clip > 0:
         run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.parameters(), run.cfg.train.grad_clip)
+        clip_gradients(run, run.cfg.train.grad_clip)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()

@@ -134,3 +134,59 @@ def test_sgd_decays_and_moves_untouched_rows_as_arcface_torch_does():
         buf = 0.9 * 0.01 * before[row] + 0.01 * mid[row]
         opt.step()
         assert torch.allclose(head.weight[row], mid[row] - 0.1 * buf, atol=1e-7)
+
+
+def _sharded_worker(rank: int, world: int, init: str, out: str, rate: float) -> None:
+    """One rank of the sharded head on its half of a fixed global batch; writes its loss and gradients."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.manual_seed(11)
+        weight, x, labels = torch.randn(11, 6), torch.randn(8, 6), torch.tensor([0, 3, 3, 10, 5, 6, 9, 1])
+        head = MarginHead(6, 11, "arcface", 32.0, 0.5, sample_rate=rate, rank=rank, world=world)
+        start, count = head.class_start, head.weight.shape[0]
+        with torch.no_grad():
+            head.weight.copy_(weight[start:start + count])
+        mine = x[rank * 4:(rank + 1) * 4].clone().requires_grad_()
+        loss = head(mine, labels[rank * 4:(rank + 1) * 4])
+        loss.backward()
+        torch.save({"loss": loss.item(), "start": start, "count": count, "w_grad": head.weight.grad,
+                    "x_grad": mine.grad, "index": head.last_index}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("rate", [1.0, 0.5])
+def test_two_rank_sharded_head_equals_the_one_process_head(tmp_path, rate):
+    """Each rank holds its C/N classes; loss and gradients over the gathered batch equal the full head's
+    (the embeddings' gradient times the world size, for DistributedDataParallel's average). At rate 0.5 each
+    shard's sample holds the batch's classes of that shard; the reference then scores the union of them."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "rank")
+    mp.spawn(_sharded_worker, args=(2, f"file://{tmp_path / 'init'}", out, rate), nprocs=2, join=True)
+    parts = [torch.load(f"{out}.{r}") for r in range(2)]
+    assert [(p["start"], p["count"]) for p in parts] == [(0, 6), (6, 5)]
+    torch.manual_seed(11)
+    weight, x, labels = torch.randn(11, 6), torch.randn(8, 6), torch.tensor([0, 3, 3, 10, 5, 6, 9, 1])
+    keep = torch.arange(11)
+    if rate < 1.0:
+        for p in parts:
+            local = labels - p["start"]
+            mine = set(local[(local >= 0) & (local < p["count"])].tolist())
+            assert mine <= set(p["index"].tolist()) and p["index"].numel() == max(len(mine), int(rate * p["count"]))
+        keep = torch.cat([p["index"] + p["start"] for p in parts])
+    full = MarginHead(6, len(keep), "arcface", 32.0, 0.5)
+    with torch.no_grad():
+        full.weight.copy_(weight[keep])
+    xr = x.clone().requires_grad_()
+    loss = full(xr, torch.searchsorted(keep, labels))
+    loss.backward()
+    for p in parts:
+        assert abs(p["loss"] - loss.item()) <= 1e-6 * abs(loss.item())  # float32, relative
+    w_grad = torch.zeros(11, 6)
+    w_grad[keep] = full.weight.grad
+    for r, p in enumerate(parts):
+        assert torch.allclose(p["w_grad"], w_grad[p["start"]:p["start"] + p["count"]], atol=1e-6)
+        assert torch.allclose(p["x_grad"], 2 * xr.grad[r * 4:(r + 1) * 4], atol=1e-6)
