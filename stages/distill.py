@@ -6,6 +6,7 @@ similarities all come from the cache, which must match this run's data, preproce
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,15 @@ from cache import TeacherCache, cache_file
 from common.distributed import env_rank
 from common.errors import ConfigError
 from config import PipelineConfig, derive, value_at
-from config.auto import AUTO, FEW_IMAGES_FIX, auto_recipe, few_images, median_images_per_identity
+from config.auto import (
+    AUTO,
+    FEW_IMAGES_FIX,
+    MANY_IMAGES_PER_IDENTITY,
+    auto_recipe,
+    few_images,
+    median_images_per_identity,
+)
+from evaluation.compactness import intra_class_similarities
 from evaluation.train_compactness import training_compactness
 from models import build_student
 from models.device import resolve_device
@@ -74,16 +83,37 @@ def check_cache(cache: TeacherCache, cfg: PipelineConfig, dataset_info: dict[str
 CENTRE_METHODS = ("adadistill", "margindistillation")
 
 
-def resolve_method(cfg: PipelineConfig, labels: np.ndarray) -> PipelineConfig:
-    """`cfg` with `loss.method = "auto"` replaced by its concrete recipe (`config.auto`), logged; with a method
-    chosen by hand, a warning where the training set has too few images per identity for its margin softmax."""
+def teacher_intra(cache: TeacherCache, rows: np.ndarray, per_identity: int = 8, identities: int = 500,
+                  seed: int = 0) -> float:
+    """The cached teacher's mean same-identity cosine on training images: up to `per_identity` rows of each of
+    up to `identities` identities with two or more of `rows` (seeded); NaN when none has two."""
+    labels = cache.labels[rows]
+    ids, counts = np.unique(labels, return_counts=True)
+    ids = ids[counts >= 2]
+    if not len(ids):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(rows[labels == c])[:per_identity] for c in rng.permutation(ids)[:identities]]
+    chosen = np.sort(np.concatenate(picked))
+    emb = cache.targets(chosen, np.zeros_like(chosen))
+    return float(intra_class_similarities(emb, cache.labels[chosen]).mean())
+
+
+def resolve_method(cfg: PipelineConfig, labels: np.ndarray, intra: Callable[[], float]) -> PipelineConfig:
+    """`cfg` with `loss.method = "auto"` replaced by its concrete recipe (`config.auto`; `intra()` gives the
+    teacher's same-identity cosine on training images), logged; with a method chosen by hand, a warning where
+    the training set has too few images per identity for its margin softmax."""
     median = median_images_per_identity(labels)
     if cfg.loss.method == AUTO:
         default = PipelineConfig()
         keys = ("loss.method", "loss.margin_weight", "loss.fcd_weight")
-        changes = auto_recipe(median, {k: value_at(cfg, k) for k in keys}, {k: value_at(default, k) for k in keys})
-        log.info("loss.method = auto: the training identities have a median of %g images, so %s "
-                 "(saved in the run's config.toml)", median, ", ".join(f"{k} = {v!r}" for k, v in changes.items()))
+        t_intra = intra() if median >= MANY_IMAGES_PER_IDENTITY else float("nan")
+        changes = auto_recipe(median, t_intra, {k: value_at(cfg, k) for k in keys},
+                              {k: value_at(default, k) for k in keys})
+        teacher = "" if np.isnan(t_intra) else f" and the teacher's mean same-identity cosine on them is {t_intra:.2f}"
+        log.info("loss.method = auto: the training identities have a median of %g images%s, so %s "
+                 "(saved in the run's config.toml)", median, teacher,
+                 ", ".join(f"{k} = {v!r}" for k, v in changes.items()))
         return derive(cfg, changes)
     if few_images(median):
         loss = cfg.loss
@@ -112,7 +142,7 @@ def run_distill(cfg: PipelineConfig, resume: bool = False, overwrite: bool = Fal
     if len(rows) < len(dataset):
         log.warning("distill: %d rows were skipped at extraction and are left out", len(dataset) - len(rows))
     warn_face_size(dataset, cfg.data.image_size)
-    cfg = resolve_method(cfg, np.asarray(dataset.labels, dtype=np.int64)[rows])
+    cfg = resolve_method(cfg, np.asarray(dataset.labels, dtype=np.int64)[rows], lambda: teacher_intra(cache, rows))
     inputs = TrainInputs(dataset=dataset, rows=rows, provider=CacheTargets(cache),
                          positives=positive_table(cfg.train.positive_policy, cache),
                          cache=cache, cache_fingerprint={"teacher": cache.teacher_fingerprint,

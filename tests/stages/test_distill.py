@@ -20,7 +20,8 @@ def test_auto_picks_adadistill_with_many_images_per_identity(extracted: tuple[Pa
     settings = settings + [f"run.dir={tmp_path}", f"cache.path={run}/cache/teacher.h5", "loss.method=auto"]
     code, out, _ = invoke("distill", settings + ["train.steps=2"])
     assert code == 0, out
-    assert "loss.method = auto: the training identities have a median of 6 images, so loss.method = 'adadistill'" in out
+    assert ("loss.method = auto: the training identities have a median of 6 images and the teacher's mean "
+            "same-identity cosine on them is 0.62, so loss.method = 'adadistill'") in out
     assert _config(tmp_path)["loss"]["method"] == "adadistill"
     assert "adadistill" in read_metrics(tmp_path / "metrics.csv")[0]
     assert "loss.method = auto" in (tmp_path / "distill.log").read_text()
@@ -110,3 +111,35 @@ def test_partial_fc_distills_resumes_and_refuses_where_there_is_no_head(extracte
     code, out, _ = invoke("distill", settings + [f"run.dir={tmp_path / 'ada'}", "loss.method=adadistill",
                                                  "train.steps=1"])
     assert code == 2 and "loss.sample_rate" in out and "Traceback" not in out
+
+
+def test_teacher_intra_is_the_mean_same_identity_cosine_of_the_cache(extracted: tuple[Path, list[str], dict]) -> None:
+    """Against brute force over every same-identity pair of the cached view-0 targets; capped samples stay inside."""
+    import numpy as np
+
+    from cache import TeacherCache
+    from stages.distill import teacher_intra
+
+    run, _, _ = extracted
+    with TeacherCache(run / "cache" / "teacher.h5", in_ram="never") as cache:
+        rows = np.flatnonzero(cache.done)
+        emb = cache.targets(rows, np.zeros_like(rows))
+        labels = cache.labels[rows]
+        same = [float(emb[i] @ emb[j]) for i in range(len(rows)) for j in range(i + 1, len(rows))
+                if labels[i] == labels[j]]
+        assert abs(teacher_intra(cache, rows, per_identity=100, identities=100) - np.mean(same)) < 1e-5
+        capped = teacher_intra(cache, rows, per_identity=2, identities=3)
+        assert min(same) - 1e-6 <= capped <= max(same) + 1e-6
+        assert np.isnan(teacher_intra(cache, rows[np.unique(labels, return_index=True)[1]]))
+
+
+def test_auto_with_many_images_but_a_loose_teacher_picks_the_regression_recipe() -> None:
+    import numpy as np
+
+    from config import PipelineConfig
+    from stages.distill import resolve_method
+
+    labels = np.repeat(np.arange(30), 17)
+    cfg = resolve_method(PipelineConfig(), labels, lambda: 0.37)
+    assert (cfg.loss.method, cfg.loss.margin_weight, cfg.loss.fcd_weight) == ("rkd", 0.0, 10.0)
+    assert resolve_method(PipelineConfig(), labels, lambda: 0.83).loss.method == "adadistill"
