@@ -215,15 +215,21 @@ def main() -> None:
         args.results.with_suffix(".md").write_text(markdown(table, command))
         figure(table, args.results.with_name("icd_map.png"))
 
-    with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(lambda c: on_core(extract, c, args.demo, args.out), cells))
+    cell_locks = {c: threading.Lock() for c in cells}
 
-        def one(task: tuple[Cell, str]) -> None:
-            cell, student = task
-            run_dir = on_core(lambda c, s, core: sweep(c, s, args, core), cell, student)
-            with lock:
-                rows[(cell.identities, cell.images, student)] = summarise(cell, student, run_dir, args.seed)
-                publish()
+    def one(task: tuple[Cell, str]) -> None:
+        cell, student = task
+
+        def work(core: int | None) -> Path:
+            with cell_locks[cell]:  # a cell's cache is extracted once, by the first of its tasks
+                extract(cell, args.demo, args.out, core)
+            return sweep(cell, student, args, core)
+        run_dir = on_core(work)
+        with lock:
+            rows[(cell.identities, cell.images, student)] = summarise(cell, student, run_dir, args.seed)
+            publish()
+
+    with ThreadPoolExecutor(jobs) as pool:  # smallest cells first, each extracted just before its first sweep
         list(pool.map(one, [(c, s) for s in args.students for c in cells]))
     print(json.dumps({"command": command, "rows": [rows[k] for k in sorted(rows)]}))
 
