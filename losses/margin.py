@@ -106,7 +106,9 @@ class MarginHead(nn.Module):
 
     `world` > 1 (an initialised process group): this rank holds classes `shard_range(C, rank, world)` only
     (`weight` is [C_rank, D], `class_start` its first class); each call gathers every rank's embeddings
-    and labels, samples this rank's share (`int(sample_rate * C_rank)`), and completes the softmax across
+    and labels, samples this rank's share (`int(sample_rate * C_rank)`, ranked by this rank's slice of one
+    uniform draw over all C classes: every rank draws the same C numbers from the run's seed, so the ranks
+    stay in step yet sample different rows), and completes the softmax across
     ranks; the gathered embeddings' gradient is scaled by `world` for the student's DistributedDataParallel
     average (arcface_torch's AllGather). The head itself must not be wrapped in DistributedDataParallel.
     """
@@ -154,7 +156,9 @@ class MarginHead(nn.Module):
             here = (local >= 0) & (local < self.weight.shape[0])
             column = torch.full_like(labels, -1)
             if self.sample_rate < 1.0:
-                index = sample_centres(local[here], self.weight.shape[0], self.num_sample)
+                draws = None if self.world == 1 else \
+                    torch.rand(self.num_classes, device=labels.device)[self.class_start:][:self.weight.shape[0]]
+                index = sample_centres(local[here], self.weight.shape[0], self.num_sample, draws)
                 column[here] = remap_labels(local[here], index)
                 self.last_index = index
             else:

@@ -27,20 +27,25 @@ def sample_size(num_classes: int, sample_rate: float) -> int:
 
 
 def sample_centres(labels: torch.Tensor, num_classes: int, num_sample: int,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+                   draws: torch.Tensor | None = None) -> torch.Tensor:
     """Sorted class indices [K] one step scores: the classes of `labels` plus uniformly drawn others.
 
     `labels` [B] int64 in 0..C-1 (C = `num_classes`). K = max(`num_sample`, number of distinct labels):
     every distinct label is kept (ranked above every random draw, as arcface_torch's `perm[positive] = 2`),
     the remaining K - positives are a uniform sample without replacement of the other classes
-    (`torch.rand` ranks, top K). Returns int64 on `labels`' device, ascending, so a label's column in the
-    sampled logits is `torch.searchsorted(index, label)`.
+    (uniform ranks in [0, 1), top K): `draws` [C] when given (a sharded head passes its slice of one draw
+    over all classes, so ranks sharing a seed still sample different local rows), else `torch.rand(C)`.
+    Returns int64 on `labels`' device, ascending, so a label's column in the sampled logits is
+    `torch.searchsorted(index, label)`.
     """
     positives = torch.unique(labels)
     if positives.numel() >= num_sample:
         return positives
-    device = labels.device if generator is None else generator.device
-    rank = torch.rand(num_classes, generator=generator, device=device).to(labels.device)
+    if draws is None:
+        draws = torch.rand(num_classes, device=labels.device)
+    elif draws.shape != (num_classes,):
+        raise ValueError(f"draws must have shape ({num_classes},), got {tuple(draws.shape)}")
+    rank = draws.to(labels.device, torch.float32, copy=True)
     rank[positives] = 2.0
     return torch.topk(rank, num_sample, sorted=False).indices.sort().values
 

@@ -190,3 +190,47 @@ def test_two_rank_sharded_head_equals_the_one_process_head(tmp_path, rate):
     for r, p in enumerate(parts):
         assert torch.allclose(p["w_grad"], w_grad[p["start"]:p["start"] + p["count"]], atol=1e-6)
         assert torch.allclose(p["x_grad"], 2 * xr.grad[r * 4:(r + 1) * 4], atol=1e-6)
+
+
+def test_given_draws_rank_the_other_classes():
+    draws = torch.tensor([0.1, 0.9, 0.5, 0.8, 0.2, 0.7])
+    assert sample_centres(torch.tensor([0]), 6, 3, draws).tolist() == [0, 1, 3]
+    with pytest.raises(ValueError, match="shape"):
+        sample_centres(torch.tensor([0]), 6, 3, draws[:5])
+
+
+def _draw_worker(rank: int, world: int, init: str, out: str) -> None:
+    """Both ranks seeded alike (as a run's ranks are); each records the rows its shard sampled per step."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.manual_seed(7)
+        head = MarginHead(4, 20, "arcface", 32.0, 0.5, sample_rate=0.3, rank=rank, world=world)
+        torch.manual_seed(21)
+        picked = []
+        for _ in range(4):
+            head(torch.randn(2, 4), torch.tensor([0, 10]))  # one class per shard, local row 0 on both
+            assert head.last_index is not None
+            picked.append(head.last_index.tolist())
+        torch.save(picked, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_sharing_a_seed_sample_their_slice_of_one_draw(tmp_path):
+    """Equal shards under one seed must not sample the same local rows: each rank ranks its rows by its
+    slice of one draw over all C classes (as one process would draw them)."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "rank")
+    mp.spawn(_draw_worker, args=(2, f"file://{tmp_path / 'init'}", out), nprocs=2, join=True)
+    got = [torch.load(f"{out}.{r}") for r in range(2)]
+    torch.manual_seed(21)
+    for step in range(4):
+        torch.randn(2, 4)
+        draw = torch.rand(20)
+        for rank in range(2):
+            expect = sample_centres(torch.tensor([0]), 10, 3, draw[rank * 10:(rank + 1) * 10])
+            assert got[rank][step] == expect.tolist()
+    assert any(got[0][s] != got[1][s] for s in range(4))
