@@ -12,20 +12,17 @@ residuals, rotations and scales beside the figures that README states.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
+import preamble
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import report_json  # noqa: E402
-from readers.recordio import RecordIODataset  # noqa: E402
+from bench.common import report_json
+from readers.recordio import RecordIODataset
 
 DIFFERENT = 20.0  # mean |difference| above this: not the same crop (JPEG q95 + warp rounding give 1-3)
 
@@ -72,8 +69,8 @@ def compare(aligned: Path, shipped: Path) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("aligned", type=Path)
+    ap = preamble.parser(__doc__)
+    ap.add_argument("aligned", type=preamble.existing)
     ap.add_argument("--shipped", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/lfw_devtrain")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()

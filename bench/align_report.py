@@ -8,19 +8,15 @@ gives them (0001-0010 frontal, 0011-0014 profile).
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import preamble
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import report_json  # noqa: E402
+from bench.common import report_json
 
 
 def _group(source: str, cfp: bool) -> str:
@@ -52,8 +48,8 @@ def report(records: list[dict[str, Any]], cfp: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("manifest", type=Path)
+    ap = preamble.parser(__doc__)
+    ap.add_argument("manifest", type=preamble.existing)
     ap.add_argument("--summary", type=Path, default=None, help="the run's align.json, for the time per photo")
     ap.add_argument("--cfp", action="store_true")
     ap.add_argument("--json", type=Path, default=None)

@@ -17,25 +17,22 @@ Default photos: the first `--count` photos (sorted) of ../shared/data/lfw_devtra
 """
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import preamble
 
-from alignment.detect import DlibFaces  # noqa: E402
-from alignment.landmarks import five_points  # noqa: E402
-from alignment.photo import AlignSettings, encode  # noqa: E402
-from alignment.pick import pick_face  # noqa: E402
-from alignment.warp import align_photo, decode_rgb  # noqa: E402
-from bench.common import emit_json, median, print_table  # noqa: E402
-from config import load_config  # noqa: E402
-from stages.align import run_align  # noqa: E402
+from alignment.detect import DlibFaces
+from alignment.landmarks import five_points
+from alignment.photo import AlignSettings, encode
+from alignment.pick import pick_face
+from alignment.warp import align_photo, decode_rgb
+from bench.common import emit_json, median, print_table
+from config import load_config
+from stages.align import run_align
 
 RAW = Path(__file__).resolve().parents[2] / "shared" / "data" / "lfw_devtrain_raw" / "images"
 
@@ -85,7 +82,7 @@ def staged(source: Path, work: Path, workers: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--photos", type=Path, default=RAW)
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=2)

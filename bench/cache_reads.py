@@ -21,15 +21,12 @@ embeddings/s from RAM).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
-
 import numpy as np
+import preamble
 
 from bench.common import (
     drop_page_cache,
@@ -115,7 +112,7 @@ def gather_round(cache: TeacherCache, batches: list[tuple[np.ndarray, np.ndarray
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--path", default="/tmp/bench_cache_1m.h5")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=512)

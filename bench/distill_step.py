@@ -61,11 +61,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
-os.environ.setdefault("TQDM_DISABLE", "1")  # before torch imports tqdm: no progress bars in timings
-
 import numpy as np
+import preamble
 import torch
 
 from bench.common import (
@@ -91,7 +88,7 @@ VARIANT_SETTINGS = {"fcd": ['loss.method="fcd"'],  # on top of `overrides`
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--student", default="mobilefacenet", help="student arch: mobilefacenet, iresnet18, timm/<name>")
     ap.add_argument("--student-dim", type=int, default=512, help="student embedding size (512: no projector)")
@@ -252,7 +249,7 @@ def run_online(cfg: PipelineConfig, device: torch.device,
     from models import build_teacher
     from readers import build_dataset
     from stages.training.loop import run_loop
-    from stages.training.run import TrainInputs
+    from stages.training.state import TrainInputs
 
     dataset = build_dataset(cfg.data)
     teacher = build_teacher(cfg.teacher, cfg.data.image_size, str(device))

@@ -17,24 +17,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
+import numpy as np
+import preamble
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench.common import calibrate_batchnorm, emit_json, machine_info, median, print_table, quiet  # noqa: E402
-from config.schema import StudentConfig  # noqa: E402
-from deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx  # noqa: E402
-from models import build_student  # noqa: E402
-from readers import SyntheticDataset  # noqa: E402
+from bench.common import calibrate_batchnorm, emit_json, machine_info, median, print_table, quiet
+from config.schema import StudentConfig
+from deploy.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, verify_onnx
+from models import build_student
+from readers import SyntheticDataset
 
 VARIANTS = ("torch", "onnx_float32", "onnx_float16")
 
@@ -78,7 +75,7 @@ def measure(module: torch.nn.Module, sessions: dict[str, Any], batch: int,
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = preamble.parser(__doc__)
     p.add_argument("--arch", default="mobilefacenet")
     p.add_argument("--embedding-size", type=int, default=512)
     p.add_argument("--image-size", type=int, default=112)

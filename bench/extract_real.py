@@ -17,7 +17,6 @@ line is one JSON object. On this 2-core machine onnxruntime uses its default thr
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -26,17 +25,14 @@ import tempfile
 import time
 from pathlib import Path
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
-
 import numpy as np
+import preamble
 import torch
+from preamble import REPO
 
 from bench.common import emit_json, machine_info, median, print_table, quiet
 from config.schema import DataConfig
 from readers import build_dataset
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def teacher_settings(onnx: Path, batch_size: int) -> list[str]:
@@ -79,7 +75,7 @@ def extract_pass(onnx: Path, data: Path, batch_size: int, workers: int) -> tuple
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "lfw_devtrain")
     ap.add_argument("--onnx", type=Path, default=REPO.parent / "shared" / "models" / "mobileface.onnx")
     ap.add_argument("--batch-size", type=int, default=64)

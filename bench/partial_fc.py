@@ -23,18 +23,15 @@ Last stdout line: a JSON object with `classes`, `sample_rate`, `step_ms_full`, `
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import preamble
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench.common import (  # noqa: E402
+from bench.common import (
     emit_json,
     machine_info,
     median,
@@ -45,9 +42,9 @@ from bench.common import (  # noqa: E402
     set_threads,
     sync,
 )
-from losses import MarginHead  # noqa: E402
-from losses.fcd import feature_consistency_loss  # noqa: E402
-from models.registry import create_backbone  # noqa: E402
+from losses import MarginHead
+from losses.fcd import feature_consistency_loss
+from models.registry import create_backbone
 
 EMBEDDING = 512
 
@@ -73,7 +70,7 @@ class Variant:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--classes", type=int, default=360232)
     ap.add_argument("--sample-rate", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=4, help="timed steps per variant per round")

@@ -18,11 +18,12 @@ names; neither of these has LFW names (CelebA identities are numbers, CFP's are 
 """
 from __future__ import annotations
 
-import argparse
 import io
 import subprocess
 import tarfile
 from pathlib import Path
+
+import preamble
 
 FRONTAL, PROFILE = 10, 4
 
@@ -90,9 +91,9 @@ def cfp(repo: Path, out: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("set", choices=("celeba", "cfp"))
-    ap.add_argument("--repo", type=Path, required=True)
+    ap.add_argument("--repo", type=preamble.existing, required=True)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -29,15 +29,12 @@ all of it the teacher's 168 training steps; `--teacher-epochs 0` takes about a m
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
-
 import numpy as np
+import preamble
 
 from bench.common import emit_json, machine_info, pick_device, print_table, quiet, save_random_backbone
 from cache import TeacherCache
@@ -52,7 +49,7 @@ TEACHER_DIM = 256
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--identities", type=int, default=64)
     ap.add_argument("--per-identity", type=int, default=24)
     ap.add_argument("--image-size", type=int, default=32)

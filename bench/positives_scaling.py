@@ -16,16 +16,12 @@ reported as (time ratio) / (N ratio): 1.0 is linear, above 1 super-linear.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
-
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
 
 import faiss
 import numpy as np
+import preamble
 
 from bench.common import (
     clustered_unit_vectors,
@@ -48,7 +44,7 @@ def prefix_rows(labels: np.ndarray, size: int) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--per-identity", type=int, default=100)
     ap.add_argument("--dim", type=int, default=512)

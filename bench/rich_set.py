@@ -22,19 +22,17 @@ Identities with fewer than `--min-images` images are dropped from every source.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import subprocess
-import sys
 import tarfile
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import preamble
+from preamble import REPO
 
-from readers.recordio import RecordIODataset  # noqa: E402
+from readers.recordio import RecordIODataset
 
 SHARED = REPO.parent / "shared" / "data"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -79,9 +77,10 @@ def lfw_faces(root: Path) -> dict[str, list[tuple[str, bytes]]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--celeba", type=Path, required=True, help="align's output folder of celeba.lst")
-    ap.add_argument("--glint", type=Path, required=True, help="checkout or git dir of ElisonSherton/Face-Applications")
+    ap = preamble.parser(__doc__)
+    ap.add_argument("--celeba", type=preamble.existing, required=True, help="align's output folder of celeba.lst")
+    ap.add_argument("--glint", type=preamble.existing, required=True,
+                    help="checkout or git dir of ElisonSherton/Face-Applications")
     ap.add_argument("--lfw", type=Path, default=SHARED / "lfw_devtrain")
     ap.add_argument("--devtest", type=Path, default=SHARED / "lfw_devtest_people.txt")
     ap.add_argument("--min-images", type=int, default=5)

@@ -17,11 +17,11 @@ Last stdout line: JSON with the counts.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import preamble
+from preamble import REPO
 
 
 def identity_names(list_file: Path, by_label: list[str] | None = None) -> dict[str, str]:
@@ -37,9 +37,9 @@ def identity_names(list_file: Path, by_label: list[str] | None = None) -> dict[s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rich-split", type=Path, required=True)
-    ap.add_argument("--lfw-split", type=Path, required=True)
+    ap = preamble.parser(__doc__)
+    ap.add_argument("--rich-split", type=preamble.existing, required=True)
+    ap.add_argument("--lfw-split", type=preamble.existing, required=True)
     ap.add_argument("--lfw", type=Path, default=REPO.parent / "shared" / "data" / "lfw_devtrain")
     args = ap.parse_args()
     lfw_names = (args.lfw / "names.txt").read_text().split()

@@ -55,11 +55,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
-
 import faiss
 import numpy as np
+import preamble
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -361,7 +359,7 @@ def quality_phase(timer: Timer, cache: TeacherCache, labels: np.ndarray, true: n
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
     ap.add_argument("--rows", type=int, default=None)
     ap.add_argument("--identities", type=int, default=None)

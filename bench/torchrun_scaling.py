@@ -23,14 +23,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/<name>.py`
-
+import preamble
 import torch
+from preamble import REPO
 
 from bench.common import emit_json, machine_info, median, print_table
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def settings(root: Path, args: argparse.Namespace) -> list[str]:
@@ -62,7 +59,7 @@ def cli(command: str, sets: list[str], procs: int, threads: int) -> dict[str, An
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = preamble.parser(__doc__)
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=64)

@@ -35,7 +35,7 @@ from readers import build_dataset
 from readers.face_size import warn_face_size
 from stages.training.loop import run_loop
 from stages.training.policy import positive_table
-from stages.training.run import TrainInputs
+from stages.training.state import TrainInputs
 from stages.training.targets import CacheTargets
 
 log = logging.getLogger(__name__)

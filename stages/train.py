@@ -14,7 +14,7 @@ from config import PipelineConfig
 from readers import build_dataset
 from readers.face_size import warn_face_size
 from stages.training.loop import run_loop
-from stages.training.run import TrainInputs
+from stages.training.state import TrainInputs
 
 
 def run_train(cfg: PipelineConfig, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:

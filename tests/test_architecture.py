@@ -95,3 +95,78 @@ def test_the_training_loop_reads_top_down() -> None:
     assert (run_loop.end_lineno or 0) - run_loop.lineno + 1 <= 60
     calls = {n.func.id for n in ast.walk(run_loop) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert {"build_run", "train_step", "batches"} <= calls
+
+
+PACKAGES = (*BUILDING_BLOCKS, "stages")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _resolve(module: str, known: set[str]) -> str | None:
+    """The project module an import names (`a.b.c` may be a module or a name in `a.b`), or None."""
+    while module and module not in known:
+        module = module.rpartition(".")[0]
+    return module or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports (every import, `TYPE_CHECKING` ones and those inside functions
+    included: a cycle of any kind is a cycle)."""
+    files = {_module_name(f): f for pkg in PACKAGES for f in _files(pkg)}
+    files["cli"] = REPO / "cli.py"
+    known = set(files)
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets.update(f"{node.module}.{a.name}" for a in node.names)
+        graph[name] = {m for t in targets if (m := _resolve(t, known)) and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_among_the_projects_modules() -> None:
+    """A package's `__init__` re-exporting its modules is not a cycle unless one of them imports the package back."""
+    assert cycles(import_graph()) == []

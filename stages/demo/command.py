@@ -15,18 +15,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from config import PipelineConfig, derive, save_resolved
 from evaluation.compare import compare_on_set
 from evaluation.train_compactness import training_compactness
-from evaluation.verify import SetResult
 from models.device import resolve_device
-from stages.demo.heldout import ALL_PAIRS, DEMO_FARS, SAMPLED, HeldOut, evaluate_held_out, held_out_sets
+from stages.demo.heldout import ALL_PAIRS, DEMO_FARS, HeldOut, evaluate_held_out, held_out_sets
 from stages.demo.preset import demo_config, preset_changes
 from stages.demo.report import write_report
+from stages.demo.results import ModelResult
 from stages.distill import run_distill
 from stages.evaluate.embedders import build_embedder
 from stages.extract import run_extract
@@ -42,33 +41,6 @@ STUDENTS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # (a, b): the differences b - a the report states, with their intervals, for every seed
 CONTRASTS = (("no_kd", "fcd"), ("fcd", "fcd_icd"), ("no_kd", "fcd_icd"))
-
-
-@dataclass
-class ModelResult:
-    """One model of the demo: its held-out results by set, training throughput and training-set compactness."""
-
-    held_out: dict[str, SetResult]
-    images_per_s: float
-    compactness: dict[str, Any] | None = None
-    checkpoint: str = ""
-    size: dict[str, Any] = field(default_factory=dict)  # parameters, flops (models.size)
-
-    @property
-    def sampled(self) -> SetResult:
-        return self.held_out[SAMPLED]
-
-    @property
-    def all_pairs(self) -> SetResult:
-        return self.held_out[ALL_PAIRS]
-
-    def public(self) -> dict[str, Any]:
-        """Its entry in the summary's `models`: `eval` (the 1,000-pair set), `eval_all` (all-vs-all pairs)."""
-        out: dict[str, Any] = {"eval": self.sampled.record, "eval_all": self.all_pairs.record,
-                               "images_per_s": self.images_per_s, **self.size}
-        if self.compactness:
-            out["train_intra_gap"] = self.compactness["gap"]
-        return out
 
 
 def contrasts(cfg: PipelineConfig, held: HeldOut, results: dict[str, ModelResult]) -> list[dict[str, Any]]:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.atomic import atomic_write_text
 from config import PipelineConfig
 from evaluation.compare import mean_std, verdict
 from evaluation.plots import plot_roc, plot_similarity_histograms
 from models.size import count_text as _count
-
-if TYPE_CHECKING:
-    from stages.demo.command import ModelResult
+from stages.demo.results import ModelResult
 
 METRIC_NAMES = {"auc": "AUC", "tar@1e-2": "TAR@FAR=1e-2", "tar@1e-3": "TAR@FAR=1e-3", "tar@1e-4": "TAR@FAR=1e-4"}
 

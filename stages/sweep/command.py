@@ -12,7 +12,6 @@ identities (`evaluation.compare`). `sweep.md`, `sweep.json` (the summary), `roc.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,28 +30,13 @@ from stages.distill import run_distill
 from stages.evaluate.command import model_input_side
 from stages.evaluate.embedders import build_embedder
 from stages.sweep.report import write_report
+from stages.sweep.runs import SweepRun
 from stages.sweep.spec import SweepSpec, Variant, read_sweep
 from stages.train import run_train
 
 log = logging.getLogger(__name__)
 
 SWEEP_FARS = (1e-2, 1e-3, 1e-4)
-
-
-@dataclass
-class SweepRun:
-    """One variant on one seed: where it trained, how fast, and its results by set name."""
-
-    variant: str
-    seed: int
-    run_dir: Path
-    images_per_s: float
-    results: dict[str, SetResult]
-    compactness: dict[str, Any] | None  # training-set student vs cached teacher (`training_compactness`)
-
-    @property
-    def tag(self) -> str:
-        return f"{self.variant}/seed{self.seed}"
 
 
 def variant_config(cfg: PipelineConfig, spec: SweepSpec, variant: Variant, seed: int) -> PipelineConfig:

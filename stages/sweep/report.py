@@ -3,7 +3,7 @@ their intervals, and the ROC of the first seed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -11,10 +11,8 @@ from common.atomic import atomic_write_text
 from evaluation.compare import mean_std, verdict
 from evaluation.plots import plot_roc
 from evaluation.verify import SetResult
+from stages.sweep.runs import SweepRun
 from stages.sweep.spec import SweepSpec
-
-if TYPE_CHECKING:
-    from stages.sweep.command import SweepRun
 
 METRICS = (("auc", "AUC"), ("tar@1e-2", "TAR@FAR=1e-2"), ("tar@1e-3", "TAR@FAR=1e-3"), ("tar@1e-4", "TAR@FAR=1e-4"))
 

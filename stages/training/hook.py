@@ -1,7 +1,7 @@
 """The hook interface of the training loop (arcface_torch's callbacks) and when a step syncs with the device."""
 from __future__ import annotations
 
-from stages.training.run import Run
+from stages.training.state import Run
 from stages.training.step import StepOutput
 
 

@@ -33,8 +33,9 @@ from evaluation.pairs import PairSet, load_pair_set
 from evaluation.verify import evaluate_sets
 from models import TorchEmbedder
 from stages.training.hook import Hook, log_step, sync_step
-from stages.training.run import Run, run_state
+from stages.training.run import run_state
 from stages.training.shards import sharded_head
+from stages.training.state import Run
 from stages.training.step import StepOutput
 from stages.training.tensorboard import Scalars
 from stages.training.watchdog import LearningWatchdog

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 from config import PipelineConfig, save_resolved
 from stages.training.batches import EpochPlan, TrainBatches, rank_positions
 from stages.training.hooks import Hook, default_hooks
-from stages.training.run import Run, TrainInputs, build_run
+from stages.training.run import build_run
+from stages.training.state import Run, TrainInputs
 from stages.training.step import StepOutput, train_step
 
 

@@ -57,7 +57,7 @@ from stages.training.impostors import impostor_pairs
 from stages.training.pairs import PositivePairs, positive_pairs
 
 if TYPE_CHECKING:
-    from stages.training.run import Run
+    from stages.training.state import Run
 
 TRAIN = "train"  # the key of `train` (no teacher) in the tables below; not a `loss.method` value
 # methods trained with the learnable margin head (the others replace it by teacher centres)
@@ -234,19 +234,21 @@ def step_stats(x: StepInputs) -> dict[str, torch.Tensor]:
     return stats
 
 
-def _all_weights(cfg: PipelineConfig, method: str) -> dict[str, float]:
-    loss = cfg.loss
-    margin_fcd = {"margin": loss.margin_weight, "fcd": loss.fcd_weight}
-    table: dict[str, dict[str, float]] = {
-        TRAIN: {"margin": loss.margin_weight},
-        "icd": {**margin_fcd, "sdc": loss.sdc_weight, "impostor_sdc": loss.impostor_sdc_weight},
-        "fcd": margin_fcd,
-        "rkd": {**margin_fcd, "rkd_distance": cfg.rkd.distance_weight, "rkd_angle": cfg.rkd.angle_weight},
-        "ekd": {**margin_fcd, "ekd": cfg.ekd.weight},
-        "adadistill": {"adadistill": 1.0},
-        "margindistillation": {"margindistillation": 1.0},
-    }
-    return table[method]
+def _margin_fcd(cfg: PipelineConfig) -> dict[str, float]:
+    return {"margin": cfg.loss.margin_weight, "fcd": cfg.loss.fcd_weight}
+
+
+# method name -> the weight of each of its terms (the keys `METHOD_TERMS[method]` returns), read from the config
+METHOD_WEIGHTS: dict[str, Callable[[PipelineConfig], dict[str, float]]] = {
+    TRAIN: lambda cfg: {"margin": cfg.loss.margin_weight},
+    "icd": lambda cfg: {**_margin_fcd(cfg), "sdc": cfg.loss.sdc_weight, "impostor_sdc": cfg.loss.impostor_sdc_weight},
+    "fcd": _margin_fcd,
+    "rkd": lambda cfg: {**_margin_fcd(cfg), "rkd_distance": cfg.rkd.distance_weight,
+                        "rkd_angle": cfg.rkd.angle_weight},
+    "ekd": lambda cfg: {**_margin_fcd(cfg), "ekd": cfg.ekd.weight},
+    "adadistill": lambda cfg: {"adadistill": 1.0},
+    "margindistillation": lambda cfg: {"margindistillation": 1.0},
+}
 
 
 def method_weights(cfg: PipelineConfig, distill: bool, command: str) -> dict[str, float]:
@@ -256,9 +258,9 @@ def method_weights(cfg: PipelineConfig, distill: bool, command: str) -> dict[str
     impostor SDC term at weight 0; FCD and SDC stay (logged) at weight 0. A ConfigError names the weight
     keys when they are all 0.
     """
-    weights = _all_weights(cfg, step_method(cfg, distill))
+    weights = METHOD_WEIGHTS[step_method(cfg, distill)](cfg)
     if not any(weights.values()):
-        keys = [WEIGHT_KEYS[k] for k in weights]
+        keys = [WEIGHT_KEYS.get(k, k) for k in weights]
         named = f"key '{keys[0]}' is" if len(keys) == 1 else "keys " + ", ".join(f"'{k}'" for k in keys) + " are all"
         raise ConfigError(f"config {named} 0: {command} would have no loss term to train")
     return {k: w for k, w in weights.items() if w > 0 or k not in ("margin", "impostor_sdc")}

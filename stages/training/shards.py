@@ -17,7 +17,7 @@ import torch.distributed as dist
 from losses import MarginHead
 
 if TYPE_CHECKING:
-    from stages.training.run import Run
+    from stages.training.state import Run
 
 HEAD = "head"
 

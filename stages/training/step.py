@@ -18,8 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 from losses import weighted_sum
 from models.preprocess import student_input
 from stages.training.methods import step_inputs, step_stats, step_terms
-from stages.training.run import Run
 from stages.training.shards import clip_gradients
+from stages.training.state import Run
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from stages.training.hook import Hook, sync_step
-from stages.training.run import Run
+from stages.training.state import Run
 from stages.training.step import StepOutput
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from config import load_config
-from stages.demo.command import ModelResult
 from stages.demo.heldout import ALL_PAIRS, SAMPLED
 from stages.demo.report import model_row, seed_table
+from stages.demo.results import ModelResult
 
 
 def _result(intra: float, train_gap: float, auc: float) -> ModelResult:

@@ -13,7 +13,7 @@ from models import build_teacher
 from readers import build_dataset
 from stages.extract import run_extract
 from stages.training.loop import run_loop
-from stages.training.run import TrainInputs
+from stages.training.state import TrainInputs
 from stages.training.targets import CacheTargets
 from tests.conftest import tiny_settings
 from tests.helpers.online_targets import OnlineTargets
