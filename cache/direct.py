@@ -7,11 +7,11 @@ h5py reads one run at a time (measured: 14.6 ms per batch of 512 random rows of 
 100k-row cache, about 29 us a row), and with the file's pages out of RAM each of those reads waits
 for the disk in turn. `ChunkedRows` instead looks up every chunk's address once (h5py's
 `get_chunk_info`) and reads the batch's runs of consecutive rows with `os.pread` from `threads`
-threads, so many requests are in flight at once (`bench/scale.py`, README "Users' scale"). Rows at
+threads, so many requests are in flight at once (`bench/scale.py`, docs/scale.md). Rows at
 most `GAP_ROWS` apart inside one chunk are read as one span and the rows between dropped: one 64 KB
 span replaces several requests on a disk bound by requests more than bytes, and the rows of a P x M
 batch's identity groups lie close together in a file grouped by identity (measured: +6% cold rows/s
-for P x M batches of MS1MV2's size, README "Users' scale").
+for P x M batches of MS1MV2's size, docs/scale.md).
 
 Only datasets without filters (compression, shuffle, checksums) qualify; `ChunkedRows.open` returns
 None for others, and the caller reads through h5py. The bytes read are the ones the cache's CRC32

@@ -1,7 +1,7 @@
 """`loss.method = "auto"`: the distillation recipe chosen from the training set's images per identity and
 how compact the teacher holds its training identities.
 
-Measured (README, "Defaults"): with one or two images per identity (LFW DevTrain split by person) the margin
+Measured (docs/training.md, "Defaults"): with one or two images per identity (LFW DevTrain split by person) the margin
 head and the methods built on teacher class centres collapse the student (held-out AUC near 0.5), and FCD + RKD
 with no margin head and FCD weight 10 is the best student. With many images per identity AdaDistill is the
 best student at low FAR where the teacher's classes are compact (the synthetic default: 20 images each, the

@@ -21,7 +21,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 # `loss.method`: the distillation recipe of `distill` (stages.training.methods)
-METHODS = ("icd", "fcd", "adadistill", "ekd", "rkd", "margindistillation")
+METHODS = ("icd", "fcd", "adadistill", "ekd", "rkd", "margindistillation", "icd_rkd")
 # the key's values: a method, or "auto" (chosen from the training set's images per identity, `config.auto`)
 LOSS_METHODS = ("auto", *METHODS)
 # where SDC's positive pairs come from (DESIGN.md section 1): the batch's identity groups, the feature bank, or both

@@ -215,7 +215,7 @@ class DemoConfig:
     student_epochs: float = 4.0  # -> train.epochs of every student
     warmup_steps: int = 50  # -> train.warmup_steps
     scale: float = 32.0  # -> loss.scale
-    fcd_weight: float = 5.0  # -> loss.fcd_weight; chosen on a tuning run with synthetic seed 99 (README)
+    fcd_weight: float = 5.0  # -> loss.fcd_weight; chosen on a tuning run with synthetic seed 99 (docs/results.md)
     seeds: list[int] = field(default_factory=lambda: [0])  # students are trained once per seed
 
 

@@ -125,12 +125,12 @@ def resolve_method(cfg: PipelineConfig, labels: np.ndarray, intra: Callable[[], 
         if loss.method in CENTRE_METHODS:
             log.warning("loss.method = %r learns a margin softmax over teacher class centres, but the training "
                         "identities have a median of %g images: on such data these students collapse (held-out AUC "
-                        "near 0.5, README \"Defaults\"); use loss.method=auto, or rkd with %s",
+                        "near 0.5, docs/training.md, \"Defaults\"); use loss.method=auto, or rkd with %s",
                         loss.method, median, FEW_IMAGES_FIX)
         elif loss.margin_weight > 0:
             log.warning("loss.margin_weight = %g trains a margin head over %d identities with a median of %g images: "
                         "on such data it swamps the teacher's signal and the student stays near chance "
-                        "(README \"Defaults\"); set %s", loss.margin_weight, len(np.unique(labels)), median,
+                        "(docs/training.md, \"Defaults\"); set %s", loss.margin_weight, len(np.unique(labels)), median,
                         FEW_IMAGES_FIX)
     return cfg
 
@@ -185,7 +185,8 @@ def training_gap(cfg: PipelineConfig, backbone: Path) -> dict[str, Any] | None:
     verdict = ("the student is less compact than its teacher: ICD-Face's premise holds here, SDC has a gap to close"
                if gap > 0.02 else
                "the student is as compact as its teacher or more: ICD-Face's premise does not hold here, and SDC "
-               "(loss.method = icd) has little to close; FCD-led methods fit such data (README \"Which method\")")
+               "(loss.method = icd) has little to close; FCD-led methods fit such data "
+               "(docs/results.md, \"Which method\")")
     log.info("distill: same-identity cosine on %d training images: teacher %.4f, student %.4f, gap %+.4f (teacher "
              "minus student): %s", record["rows"], teacher, student_mean, gap, verdict)
     return {"rows": record["rows"], "teacher_intra_mean": teacher, "student_intra_mean": student_mean,

@@ -6,8 +6,8 @@ added to `config.choices`, as step 4 says). A tiny synthetic `distill` with `los
 and log the new term.
 """
 from __future__ import annotations
-
 import __future__
+
 import math
 import re
 from pathlib import Path

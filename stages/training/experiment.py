@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from config import PipelineConfig, config_from_dict, to_dict
-from config.choices import METHODS
-from stages.training.methods import TRAIN
+from stages.training.methods import METHOD_SECTIONS, TRAIN
 
 # Sections whose change makes a checkpoint a different experiment (refused on resume).
 RESUME_SECTIONS = ("data", "student", "loss", "icd", "rkd", "ekd", "adadistill", "margindistillation", "cache")
@@ -22,8 +21,8 @@ RESUME_SECTIONS = ("data", "student", "loss", "icd", "rkd", "ekd", "adadistill",
 # read by training; where the cache and the bank live changes no number).
 EXECUTION_KEYS = ("data.workers", "cache.index", "cache.ivf_nlist", "cache.ivf_nprobe", "cache.pq_m", "cache.in_ram",
                   "cache.ram_limit_gb", "icd.bank_place")
-# Sections read only by the run of the `loss.method` of the same name.
-METHOD_SECTIONS = tuple(s for s in RESUME_SECTIONS if s in METHODS)
+# Sections read only by the runs of some methods (`methods.METHOD_SECTIONS`).
+ONLY_SOME_METHODS = {s for sections in METHOD_SECTIONS.values() for s in sections}
 # The [train] keys that decide which rows a batch holds (the rest of [train] is budget and optimiser).
 BATCH_KEYS = ("batch_size", "identities_per_batch", "images_per_identity", "random_share", "positive_policy")
 
@@ -31,7 +30,8 @@ BATCH_KEYS = ("batch_size", "identities_per_batch", "images_per_identity", "rand
 def experiment_sections(cfg: PipelineConfig, method: str) -> dict[str, dict[str, Any]]:
     """The sections of `cfg` a run of `method` (a `METHOD_TERMS` key) must match on resume, as plain dicts."""
     d = to_dict(cfg)
-    out = {s: dict(d[s]) for s in RESUME_SECTIONS if s not in METHOD_SECTIONS or s == method}
+    own = METHOD_SECTIONS.get(method, ())
+    out = {s: dict(d[s]) for s in RESUME_SECTIONS if s not in ONLY_SOME_METHODS or s in own}
     for key in EXECUTION_KEYS:
         section, name = key.split(".")
         out.get(section, {}).pop(name, None)

@@ -21,6 +21,8 @@ sum_k w_k L_k over a method's terms:
 - `adadistill` (Boutros et al., ECCV 2024, github.com/fdbtrs/AdaDistill): L = L_AdaDistill alone, the
   margin softmax of the (projected) student against teacher class centres that move towards each
   sample's teacher embedding every step (EMA; `method_state`, checkpointed); no learnable head.
+- `icd_rkd`: `icd` and `rkd` together, L = w_margin L_margin + w_fcd L_fcd + w_sdc L_sdc + 25 L_RKD-D
+  + 50 L_RKD-A: ICD-Face's SDC on top of FCD + RKD.
 - `margindistillation` (Svitov & Alyamkin, arXiv:2003.02586, github.com/david-svitov/margindistillation):
   L = L_MD alone, ArcFace of the (projected) student against frozen teacher class centres (computed once
   from the cache, `stages.training.centres`) with per-sample margins from the teacher; no learnable head.
@@ -61,7 +63,14 @@ if TYPE_CHECKING:
 
 TRAIN = "train"  # the key of `train` (no teacher) in the tables below; not a `loss.method` value
 # methods trained with the learnable margin head (the others replace it by teacher centres)
-MARGIN_HEAD_METHODS = (TRAIN, "icd", "fcd", "rkd", "ekd")
+MARGIN_HEAD_METHODS = (TRAIN, "icd", "fcd", "rkd", "ekd", "icd_rkd")
+# methods with ICD-Face's SDC term (they get the feature bank and the density grid)
+SDC_METHODS = ("icd", "icd_rkd")
+# the config sections a method reads besides [loss] (a resume must match them)
+METHOD_SECTIONS: dict[str, tuple[str, ...]] = {"icd": ("icd",), "rkd": ("rkd",), "ekd": ("ekd",),
+                                              "adadistill": ("adadistill",),
+                                              "margindistillation": ("margindistillation",),
+                                              "icd_rkd": ("icd", "rkd")}
 # term -> the config key of its weight (terms without one have weight 1: they are their method's only loss)
 WEIGHT_KEYS = {
     "margin": "loss.margin_weight", "fcd": "loss.fcd_weight", "sdc": "loss.sdc_weight",
@@ -168,6 +177,13 @@ def rkd_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:
             "rkd_angle": rkd_angle_loss(x.emb, targets)}
 
 
+def icd_rkd_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:
+    """ICD-Face's terms (margin, FCD, SDC) with RKD's distance and angle terms added: does SDC add to FCD + RKD?"""
+    targets, _ = x.teacher()
+    return {**icd_terms(run, x), "rkd_distance": rkd_distance_loss(x.emb, targets),
+            "rkd_angle": rkd_angle_loss(x.emb, targets)}
+
+
 def ekd_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:
     """L_margin, L_fcd and EKD's rank loss against the EMA thresholds, updated first (CVPR 2022; TFace `ekd`)."""
     cfg = run.cfg.ekd
@@ -205,7 +221,7 @@ def margin_distillation_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor
 # method name -> its terms (module docstring); TRAIN: `train`, which has no teacher
 METHOD_TERMS: dict[str, Callable[[Run, StepInputs], dict[str, torch.Tensor]]] = {
     TRAIN: margin_terms, "icd": icd_terms, "fcd": fcd_terms, "rkd": rkd_terms, "ekd": ekd_terms,
-    "adadistill": adadistill_terms, "margindistillation": margin_distillation_terms,
+    "adadistill": adadistill_terms, "margindistillation": margin_distillation_terms, "icd_rkd": icd_rkd_terms,
 }
 
 
@@ -248,6 +264,7 @@ METHOD_WEIGHTS: dict[str, Callable[[PipelineConfig], dict[str, float]]] = {
     "ekd": lambda cfg: {**_margin_fcd(cfg), "ekd": cfg.ekd.weight},
     "adadistill": lambda cfg: {"adadistill": 1.0},
     "margindistillation": lambda cfg: {"margindistillation": 1.0},
+    "icd_rkd": lambda cfg: {**METHOD_WEIGHTS["icd"](cfg), **METHOD_WEIGHTS["rkd"](cfg)},
 }
 
 

@@ -34,7 +34,13 @@ from models.loading import check_state_dict
 from stages.training.bank import STORAGE_DTYPES, FeatureBank
 from stages.training.centres import teacher_centres
 from stages.training.experiment import changed_sections
-from stages.training.methods import MARGIN_HEAD_METHODS, initial_method_state, method_weights, step_method
+from stages.training.methods import (
+    MARGIN_HEAD_METHODS,
+    SDC_METHODS,
+    initial_method_state,
+    method_weights,
+    step_method,
+)
 from stages.training.sampler import IdentityBatchSampler
 from stages.training.schedule import lr_lambda
 from stages.training.shards import HEAD, local_head_state, whole_head_state
@@ -185,7 +191,7 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     per_step = dist.world * cfg.train.grad_accum  # plan batches an optimiser step consumes
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * len(sampler) / per_step))
     modules = build_modules(cfg, inputs, num_classes, device, dist)
-    sdc = step_method(cfg, distill) == "icd" and cfg.loss.sdc_weight > 0
+    sdc = step_method(cfg, distill) in SDC_METHODS and cfg.loss.sdc_weight > 0
     if sdc:
         check_pair_sources(cfg, p)
     bank = None
@@ -196,7 +202,7 @@ def build_run(cfg: PipelineConfig, inputs: TrainInputs, command: str, resume: bo
     amp = amp_mode(cfg.train.amp, device)
     run = Run(
         cfg=cfg, command=command, inputs=inputs, device=device, modules=modules, bank=bank,
-        grid=similarity_grid(cfg.icd.grid_step).to(device) if step_method(cfg, distill) == "icd" else None,
+        grid=similarity_grid(cfg.icd.grid_step).to(device) if step_method(cfg, distill) in SDC_METHODS else None,
         optimizer=opt, scheduler=sched, scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
         autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp),
         weights=weights, sampler=sampler, total=total,

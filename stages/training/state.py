@@ -45,7 +45,7 @@ class Run:
     device: torch.device
     modules: dict[str, nn.Module]  # "student", "head" (methods with a margin head), "projector" (dimensions differ)
     bank: FeatureBank | None
-    grid: torch.Tensor | None  # the SDC kernel-density grid (loss.method "icd" only)
+    grid: torch.Tensor | None  # the SDC kernel-density grid (methods with SDC: `methods.SDC_METHODS`)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler

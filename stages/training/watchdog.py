@@ -50,7 +50,7 @@ def learning_warnings(ts_cos: Sequence[float], margin: Sequence[float], step: in
                        f"is {now:.3f} at step {step}, {start:.3f} at the start; a margin head over identities with few "
                        f"images, or too high a learning rate, drowns the teacher's signal. Set {FIX_KEYS}; the "
                        f"recipe that learned on real faces at every count measured is loss.method=\"fcd\" "
-                       f"loss.margin_weight=0 loss.fcd_weight=10 (README \"Defaults\")")
+                       f"loss.margin_weight=0 loss.fcd_weight=10 (docs/training.md, \"Defaults\")")
     m = np.asarray(margin, dtype=np.float64)
     m = m[np.isfinite(m)]
     if len(m) >= 2 * WINDOW:

@@ -160,11 +160,11 @@ def test_the_readmes_onnxruntime_snippet_gives_the_toolkits_embedding(trained: l
     for name, image in zip(("a.jpg", "b.jpg"), images, strict=True):
         Image.fromarray(image).save(tmp_path / name, format="PNG")  # lossless, whatever the suffix says
     code = re.search(r"The onnxruntime code a user copies.*?```python\n(.*?)```",
-                     (REPO / "README.md").read_text(), re.S)
+                     (REPO / "docs" / "deploy.md").read_text(), re.S)
     assert code is not None
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
-    exec(code.group(1), scope)  # noqa: S102 - the README's own snippet
+    exec(code.group(1), scope)  # noqa: S102 - the docs' own snippet
     fused = OnnxEmbedder(onnx_path).embed_fused(images, 2)
     np.testing.assert_allclose(scope["embed"]("a.jpg"), fused[0], atol=1e-5)
     assert scope["similarity"] == pytest.approx(float(fused[0] @ fused[1]), abs=1e-5)

@@ -28,7 +28,8 @@ def test_an_experiment_setting_counts(change: str, section: str | None) -> None:
     assert changed_sections(to_dict(cfg), apply_overrides(cfg, [change], "test"), "ckpt", "icd") == want
 
 
-@pytest.mark.parametrize("method, counts", [("icd", True), ("train", False), ("fcd", False), ("rkd", False)])
+@pytest.mark.parametrize("method, counts", [("icd", True), ("train", False), ("fcd", False), ("rkd", False),
+                                           ("icd_rkd", True)])
 def test_a_method_section_counts_only_for_its_method(method: str, counts: bool) -> None:
     cfg = PipelineConfig()
     changed = apply_overrides(cfg, ['icd.pairs="both"', "train.random_share=0.0"], "test")
@@ -41,3 +42,10 @@ def test_a_checkpoint_from_before_a_key_existed_matches_its_default() -> None:
     del stored["icd"]["distribution"], stored["loss"]["margin_weight"]  # written before these keys were added
     assert changed_sections(stored, cfg, "ckpt", "icd") == []
     assert changed_sections(stored, apply_overrides(cfg, ["loss.margin_weight=0.5"], "test"), "ckpt", "icd") == ["loss"]
+
+
+@pytest.mark.parametrize("method, counts", [("rkd", True), ("icd_rkd", True), ("icd", False), ("ekd", False)])
+def test_the_rkd_section_counts_for_the_methods_that_read_it(method: str, counts: bool) -> None:
+    cfg = PipelineConfig()
+    changed = apply_overrides(cfg, ["rkd.angle_weight=10.0"], "test")
+    assert changed_sections(to_dict(cfg), changed, "ckpt", method) == (["rkd"] if counts else [])

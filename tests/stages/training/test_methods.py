@@ -27,6 +27,7 @@ METHOD_COLUMNS = {
     "ekd": ["margin", "fcd", "ekd"],
     "adadistill": ["adadistill"],
     "margindistillation": ["margindistillation"],
+    "icd_rkd": ["margin", "fcd", "sdc", "rkd_distance", "rkd_angle"],
 }
 ALL_TERMS = {c for cols in METHOD_COLUMNS.values() for c in cols}
 
@@ -51,7 +52,7 @@ def test_each_method_logs_its_terms_and_lowers_the_loss(extracted: tuple[Path, l
     assert np.isfinite(values).all()
     losses = values[:, 0]
     assert losses[-3:].mean() < losses[:3].mean(), losses
-    if method not in ("icd", "fcd"):
+    if method not in ("icd", "fcd", "icd_rkd"):
         assert values[:, -1].max() > 0.0  # the method's own term is live, not a constant 0
 
 
@@ -63,6 +64,17 @@ def test_fcd_is_icd_with_sdc_off(extracted: tuple[Path, list[str], dict], tmp_pa
     for a, b in zip(fcd, icd, strict=True):
         for key in ("loss", "margin", "fcd", "ts_cos"):
             assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-6), key
+
+
+def test_icd_rkd_is_icd_plus_rkds_terms(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
+    """The first step (same seed, same batch, same initial student) gives icd's and rkd's own term values."""
+    for method in ("icd", "rkd", "icd_rkd"):
+        assert _distill(extracted, tmp_path / method, f'loss.method="{method}"', "train.steps=1")[0] == 0
+    icd, rkd, both = (read_metrics(tmp_path / m / "metrics.csv")[0] for m in ("icd", "rkd", "icd_rkd"))
+    for key, ref in (("margin", icd), ("fcd", icd), ("sdc", icd), ("rkd_distance", rkd), ("rkd_angle", rkd)):
+        assert float(both[key]) == pytest.approx(float(ref[key]), abs=1e-6), key
+    weighted = float(icd["loss"]) + 25 * float(rkd["rkd_distance"]) + 50 * float(rkd["rkd_angle"])
+    assert float(both["loss"]) == pytest.approx(weighted, rel=1e-5)
 
 
 def test_centre_methods_replace_the_margin_head(extracted: tuple[Path, list[str], dict], tmp_path: Path) -> None:
