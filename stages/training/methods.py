@@ -57,6 +57,7 @@ from losses import (
 )
 from stages.training.impostors import impostor_pairs
 from stages.training.pairs import PositivePairs, positive_pairs
+from stages.training.shards import HEAD
 
 if TYPE_CHECKING:
     from stages.training.state import Run
@@ -137,7 +138,7 @@ def step_inputs(run: Run, feats: torch.Tensor, labels: torch.Tensor, rows: torch
 
 def margin_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:
     """L_margin of the learnable head (ArcFace / CosFace), when its weight is above 0."""
-    return {"margin": run.nets["head"](x.feats.float(), x.labels)} if "margin" in run.weights else {}
+    return {"margin": run.nets[HEAD](x.feats.float(), x.labels)} if "margin" in run.weights else {}
 
 
 def fcd_terms(run: Run, x: StepInputs) -> dict[str, torch.Tensor]:

@@ -140,7 +140,7 @@ def build_modules(cfg: PipelineConfig, inputs: TrainInputs, num_classes: int, de
     dist = dist or Dist()
     modules: dict[str, nn.Module] = {"student": build_student(cfg.student, cfg.data.image_size).to(device)}
     if step_method(cfg, inputs.provider is not None) in MARGIN_HEAD_METHODS:
-        modules["head"] = MarginHead(cfg.student.embedding_size, num_classes, cfg.loss.head, cfg.loss.scale,
+        modules[HEAD] = MarginHead(cfg.student.embedding_size, num_classes, cfg.loss.head, cfg.loss.scale,
                                      cfg.loss.margin, cfg.loss.sample_rate, dist.rank, dist.world).to(device)
     if inputs.provider is not None and inputs.teacher_dim != cfg.student.embedding_size:
         modules["projector"] = nn.Linear(cfg.student.embedding_size, inputs.teacher_dim, bias=False).to(device)
